@@ -1,0 +1,32 @@
+# The README's two Quick-start commands: `make train` and `make test`.
+# Each creates .venv and (re)installs the package when it is missing or
+# setup.py changed, so both work on a fresh clone.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+GIN_FILE ?= gin/nin_cifar10.gin
+MODEL_DIR ?= runs/nin_cifar10
+# pytest-xdist workers; TF already uses both cores inside each test, so two
+# workers mostly overlap Python and I/O time.
+TEST_WORKERS ?= 2
+
+.PHONY: train test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,reports]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m normprop_tf.train --gin_file=$(GIN_FILE) --model_dir=$(MODEL_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(TEST_WORKERS) tests
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,128 @@
+"""The NormProp and weight-norm math as small pure functions of `keras.ops`.
+
+The layers in `normprop_tf.layers` only own weights and call these. Every
+function takes plain tensors, so the math can be tested, reused and folded
+(`normprop_tf.export`) without a layer in sight.
+
+The per-unit scale gamma / ||W_i|| is applied to the kernel, O(parameters),
+rather than to the layer output, O(activations): `(x @ W) * s == x @ (W * s)`
+for a per-output-column s. Gradients flow through the norm (no
+stop_gradient), as in weight normalization.
+"""
+
+import keras
+from keras import ops
+
+from normprop_tf import activations
+
+# Guards the division for an all-zero weight vector; 1e-12 is far below any
+# squared norm a trained unit has, so it leaves the float64 math at ~1e-12.
+NORM_EPSILON = 1e-12
+
+
+def kernel_norm(kernel):
+  """L2 norm of each unit's incoming weights: all axes but the last.
+
+  Args:
+    kernel: a Dense kernel (n_in, units) or a Conv2D kernel
+      (kh, kw, c_in, filters).
+
+  Returns:
+    A vector with one norm per output unit, in the kernel's dtype.
+  """
+  axes = tuple(range(len(kernel.shape) - 1))
+  return ops.sqrt(ops.sum(ops.square(kernel), axis=axes) + NORM_EPSILON)
+
+
+def scaled_kernel(kernel, gamma, divisor=1.0, post_scale=1.0):
+  """Returns W * gamma * post_scale / (divisor * ||W_i||) per output unit.
+
+  Args:
+    kernel: float32 (or float64) kernel; the norm is computed in its dtype.
+    gamma: per-unit scale, shape (units,).
+    divisor: the authors' fixed 1.21 divisor, or 1.0.
+    post_scale: extra per-layer factor folded in for free (NormProp folds 1/c2
+      here when the activation is positively homogeneous).
+  """
+  scale = gamma * (post_scale / divisor) / kernel_norm(kernel)
+  return kernel * scale
+
+
+def post_normalize(u, activation):
+  """NormProp's output re-normalization: (f(u) - c1) / c2."""
+  m = activations.moments(activation)
+  return (activations.keras_fn(activation)(u) - m.mean) / m.std
+
+
+def normprop(x, kernel, gamma, beta, linear, activation='relu', divisor=1.0,
+             compute_dtype=None, return_intermediates=False):
+  """One NormProp layer: o = (f(gamma * (W_i . x) / ||W_i|| + beta) - c1) / c2.
+
+  Args:
+    x: the layer input.
+    kernel: the unnormalized kernel (float32 under mixed precision).
+    gamma: per-unit scale (float32).
+    beta: per-unit shift.
+    linear: `linear(x, w)` applies the kernel: a matmul or a convolution.
+    activation: an activation name from `normprop_tf.activations`, or None
+      for the classifier form gamma * (W_i . x) / ||W_i|| + beta.
+    divisor: the authors' fixed divisor (1.21 in their code), or 1.0.
+    compute_dtype: dtype to cast the scaled kernel and beta to; None keeps
+      the kernel's dtype. The norm itself always uses the kernel's dtype.
+    return_intermediates: if True return a dict with 'projection'
+      (W_i . x / ||W_i||, which NormProp assumes is N(0, 1)), 'preactivation'
+      (u) and 'output' (o). Costs two extra linear ops: for probes only.
+
+  Returns:
+    The output tensor, or the dict above.
+  """
+  cast = (lambda t: ops.cast(t, compute_dtype)) if compute_dtype else (
+      lambda t: t)
+  if return_intermediates:
+    projection = linear(x, cast(scaled_kernel(kernel, ops.ones_like(gamma))))
+    u = linear(x, cast(scaled_kernel(kernel, gamma, divisor))) + cast(beta)
+    out = u if activation is None else post_normalize(u, activation)
+    return {'projection': projection, 'preactivation': u, 'output': out}
+
+  if activation is None:
+    return linear(x, cast(scaled_kernel(kernel, gamma, divisor))) + cast(beta)
+  m = activations.moments(activation)
+  f = activations.keras_fn(activation)
+  if activations.is_positively_homogeneous(activation):
+    # f(u) / c2 == f(u / c2) for c2 > 0: fold 1/c2 into the kernel scale and
+    # beta, leaving one subtraction as the only extra pass over activations.
+    w = cast(scaled_kernel(kernel, gamma, divisor, post_scale=1.0 / m.std))
+    return f(linear(x, w) + cast(beta / m.std)) - m.mean / m.std
+  u = linear(x, cast(scaled_kernel(kernel, gamma, divisor))) + cast(beta)
+  return (f(u) - m.mean) / m.std
+
+
+def weight_norm(x, kernel, g, bias, linear, activation=None,
+                compute_dtype=None, return_intermediates=False):
+  """Weight normalization (Salimans & Kingma 2016): f(g * (v . x)/||v|| + b).
+
+  No statistics correction: this is NormProp without the c1/c2 step and
+  without the paper's gamma init. Arguments as in `normprop`, except that
+  `activation` may be any name `keras.activations.get` accepts.
+  """
+  cast = (lambda t: ops.cast(t, compute_dtype)) if compute_dtype else (
+      lambda t: t)
+  u = linear(x, cast(scaled_kernel(kernel, g))) + cast(bias)
+  out = keras.activations.get(activation)(u)
+  if return_intermediates:
+    projection = linear(x, cast(scaled_kernel(kernel, ops.ones_like(g))))
+    return {'projection': projection, 'preactivation': u, 'output': out}
+  return out
+
+
+def dense(x, w):
+  """The Dense linear map."""
+  return ops.matmul(x, w)
+
+
+def conv2d_fn(strides, padding, dilation_rate=(1, 1)):
+  """Returns `linear(x, w)` for a channels-last 2-D convolution."""
+  def linear(x, w):
+    return ops.conv(x, w, strides=strides, padding=padding,
+                    data_format='channels_last', dilation_rate=dilation_rate)
+  return linear

@@ -1,0 +1,470 @@
+"""Normalization Propagation layers (Arpit et al., ICML 2016) and the
+weight-normalization baseline (Salimans & Kingma, 2016), for Keras 3.
+
+Written with `keras.ops` only, so they run under any Keras backend. The math
+lives in `normprop_tf.functional`; these classes own the weights, validate
+their arguments and serialize.
+"""
+
+import math
+import numbers
+
+import keras
+
+from normprop_tf import activations
+from normprop_tf import functional
+from normprop_tf import initializers
+
+_PACKAGE = 'normprop_tf'
+
+
+def _check_positive_int(name, value):
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (
+      value <= 0):
+    raise ValueError(
+        f'`{name}` must be a positive integer. Received: {name}={value!r}')
+  return int(value)
+
+
+def _check_pair(name, value):
+  """Accepts an int or a pair of positive ints; returns a tuple of 2."""
+  pair = (value, value) if isinstance(value, numbers.Integral) and (
+      not isinstance(value, bool)) else value
+  try:
+    pair = tuple(pair)
+  except TypeError:
+    pair = ()
+  if len(pair) != 2 or not all(
+      isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+      for v in pair):
+    raise ValueError(
+        f'`{name}` must be a positive int or a pair of positive ints. '
+        f'Received: {name}={value!r}')
+  return tuple(int(v) for v in pair)
+
+
+def _check_padding(padding):
+  if not isinstance(padding, str) or padding.lower() not in ('same', 'valid'):
+    raise ValueError(
+        f"`padding` must be 'same' or 'valid'. Received: padding={padding!r}")
+  return padding.lower()
+
+
+def _check_divisor(value):
+  if value is None:
+    return None
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+      math.isfinite(value) and value > 0):
+    raise ValueError(
+        '`weight_norm_divisor` must be None or a positive finite number '
+        f'(the authors use 1.21). Received: weight_norm_divisor={value!r}')
+  return float(value)
+
+
+def _check_initializer(name, value):
+  try:
+    return keras.initializers.get(value)
+  except (ValueError, TypeError) as e:
+    raise ValueError(
+        f'`{name}` is not a valid initializer ({e}). '
+        f'Received: {name}={value!r}') from None
+
+
+class _WeightNormalizedLayer(keras.layers.Layer):
+  """Shared weights, validation and config of the four layers below.
+
+  Subclasses set `_scale_name`/`_shift_name` and implement
+  `_kernel_shape(in_dim)`, `_linear()` and `_apply(...)`.
+  """
+
+  _scale_name = 'gamma'
+  _shift_name = 'beta'
+  _min_ndim = 2
+
+  def __init__(self, units, activation, scale_initializer, shift_initializer,
+               kernel_initializer, **kwargs):
+    super().__init__(**kwargs)
+    self._units = units
+    self.activation = activation
+    self.scale_initializer = scale_initializer
+    self.shift_initializer = shift_initializer
+    self.kernel_initializer = _check_initializer(
+        'kernel_initializer',
+        initializers.UnitNormOrthogonal()
+        if kernel_initializer is None else kernel_initializer)
+    self.input_spec = keras.layers.InputSpec(min_ndim=self._min_ndim)
+
+  def build(self, input_shape):
+    in_dim = input_shape[-1]
+    if in_dim is None:
+      raise ValueError(
+          f'{type(self).__name__} needs a known last (channel) dimension. '
+          f'Received: input_shape={input_shape}')
+    # autocast=False: under mixed precision the norm is computed from the
+    # float32 variables; `functional` casts the scaled kernel afterwards.
+    self.kernel = self.add_weight(
+        name='kernel', shape=self._kernel_shape(in_dim),
+        initializer=self.kernel_initializer, autocast=False)
+    scale = self.add_weight(
+        name=self._scale_name, shape=(self._units,),
+        initializer=self.scale_initializer, autocast=False)
+    shift = self.add_weight(
+        name=self._shift_name, shape=(self._units,),
+        initializer=self.shift_initializer, autocast=False)
+    setattr(self, self._scale_name, scale)
+    setattr(self, self._shift_name, shift)
+    self.input_spec = keras.layers.InputSpec(
+        min_ndim=self._min_ndim, axes={-1: in_dim})
+
+  def call(self, inputs, return_intermediates=False):
+    return self._apply(inputs, self._linear(), bool(return_intermediates))
+
+  def _common_config(self):
+    return {
+        'activation': self.activation,
+        'kernel_initializer': keras.initializers.serialize(
+            self.kernel_initializer),
+    }
+
+
+class _NormPropMixin:
+  """Arguments and math shared by NormPropDense and NormPropConv2D."""
+
+  def _init_normprop(self, activation, gamma_initializer, beta_initializer,
+                     weight_norm_divisor):
+    if activation is not None:
+      activation = activations.canonical_name(activation)
+    divisor = _check_divisor(weight_norm_divisor)
+    if gamma_initializer is None:
+      # With the authors' fixed divisor their gamma starts at 1; otherwise
+      # the divisor is folded into gamma's init (1/1.21 for ReLU).
+      value = 1.0 if divisor is not None or activation is None else (
+          activations.default_gamma(activation))
+      gamma_initializer = keras.initializers.Constant(value)
+    return (activation, divisor,
+            _check_initializer('gamma_initializer', gamma_initializer),
+            _check_initializer('beta_initializer', beta_initializer))
+
+  def _apply(self, inputs, linear, return_intermediates):
+    return functional.normprop(
+        inputs, self.kernel, self.gamma, self.beta, linear,
+        activation=self.activation,
+        divisor=self.weight_norm_divisor or 1.0,
+        compute_dtype=self.compute_dtype,
+        return_intermediates=return_intermediates)
+
+  def _normprop_config(self):
+    return {
+        'gamma_initializer': keras.initializers.serialize(
+            self.scale_initializer),
+        'beta_initializer': keras.initializers.serialize(
+            self.shift_initializer),
+        'weight_norm_divisor': self.weight_norm_divisor,
+    }
+
+
+class _WeightNormMixin:
+  """Arguments and math shared by WeightNormDense and WeightNormConv2D."""
+
+  _scale_name = 'g'
+  _shift_name = 'bias'
+
+  def _init_weight_norm(self, activation, g_initializer, bias_initializer):
+    try:
+      keras.activations.get(activation)
+    except (ValueError, TypeError):
+      raise ValueError(
+          '`activation` must be a Keras activation name or None. '
+          f'Received: activation={activation!r}') from None
+    return (activation, _check_initializer('g_initializer', g_initializer),
+            _check_initializer('bias_initializer', bias_initializer))
+
+  def _apply(self, inputs, linear, return_intermediates):
+    return functional.weight_norm(
+        inputs, self.kernel, self.g, self.bias, linear,
+        activation=self.activation, compute_dtype=self.compute_dtype,
+        return_intermediates=return_intermediates)
+
+  def _weight_norm_config(self):
+    return {
+        'g_initializer': keras.initializers.serialize(self.scale_initializer),
+        'bias_initializer': keras.initializers.serialize(
+            self.shift_initializer),
+    }
+
+
+class _DenseMixin:
+
+  def _kernel_shape(self, in_dim):
+    return (in_dim, self.units)
+
+  def _linear(self):
+    return functional.dense
+
+
+class _Conv2DMixin:
+  _min_ndim = 4
+
+  def _init_conv(self, kernel_size, strides, padding, dilation_rate):
+    self.kernel_size = _check_pair('kernel_size', kernel_size)
+    self.strides = _check_pair('strides', strides)
+    self.padding = _check_padding(padding)
+    self.dilation_rate = _check_pair('dilation_rate', dilation_rate)
+
+  def build(self, input_shape):
+    if len(input_shape) != 4:
+      raise ValueError(
+          f'{type(self).__name__} expects channels-last inputs of rank 4 '
+          f'(batch, height, width, channels). Received: '
+          f'input_shape={input_shape}')
+    super().build(input_shape)
+
+  def _kernel_shape(self, in_dim):
+    return (*self.kernel_size, in_dim, self.filters)
+
+  def _linear(self):
+    return functional.conv2d_fn(self.strides, self.padding,
+                                self.dilation_rate)
+
+  def _conv_config(self):
+    return {
+        'filters': self.filters,
+        'kernel_size': self.kernel_size,
+        'strides': self.strides,
+        'padding': self.padding,
+        'dilation_rate': self.dilation_rate,
+    }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class NormPropDense(_NormPropMixin, _DenseMixin, _WeightNormalizedLayer):
+  """Fully connected Normalization Propagation layer (Arpit et al., 2016).
+
+  Normalizes by the weight norm and the known moments of f(z), z ~ N(0, 1),
+  instead of by batch statistics:
+
+  ```
+  u = gamma * (x @ W) / norm(W, axis=0) + beta
+  output = (f(u) - c1) / c2      # c1 = E f(z), c2 = Std f(z)
+  ```
+
+  For ReLU, c1 = sqrt(1 / (2 pi)) and c2 = sqrt((1 - 1/pi) / 2). With
+  `activation=None` the layer is the classifier form `u` (no f, no c1/c2).
+
+  During training: the output is computed as above; no batch statistics are
+  used, so any batch size works, including 1.
+
+  During inference: the same computation. There is no moving average and
+  no training/inference switch, so an example's output never depends on the
+  rest of its batch.
+
+  Gradients flow through the weight norm, as in weight normalization.
+
+  Args:
+    units: positive int, the number of output units.
+    activation: 'relu' (default), any name in
+      `normprop_tf.activations.SUPPORTED` ('leaky_relu:0.1' for a slope), or
+      None for the classifier form.
+    gamma_initializer: initializer of the per-unit scale gamma. Defaults to
+      1/1.21 for ReLU (the paper; it keeps each layer's Jacobian near
+      unit RMS singular value), the Jacobian-preserving gamma0 for other
+      activations, and 1.0 when `activation=None` or when
+      `weight_norm_divisor` is set.
+    beta_initializer: initializer of the per-unit shift beta (there is no
+      separate bias). Defaults to 'zeros'.
+    kernel_initializer: defaults to `UnitNormOrthogonal`, which gives every
+      unit's weights unit L2 norm, so the effective learning rate
+      lr / ||W_i||^2 is the same in every layer.
+    weight_norm_divisor: None, or a fixed divisor of ||W_i||. The authors'
+      code uses 1.21 with gamma initialized to 1, which is the same function
+      as the default gamma of 1/1.21.
+    **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+  Input shape:
+    (..., input_dim).
+
+  Output shape:
+    (..., units).
+
+  Call arguments:
+    inputs: the input tensor.
+    return_intermediates: if True, return a dict with 'projection'
+      (x @ W / ||W||, assumed N(0, 1)), 'preactivation' (u) and 'output'.
+
+  Reference:
+    - [Arpit et al., 2016](https://arxiv.org/abs/1603.01431)
+  """
+
+  def __init__(self, units, activation='relu', gamma_initializer=None,
+               beta_initializer='zeros', kernel_initializer=None,
+               weight_norm_divisor=None, **kwargs):
+    units = _check_positive_int('units', units)
+    activation, divisor, gamma_init, beta_init = self._init_normprop(
+        activation, gamma_initializer, beta_initializer, weight_norm_divisor)
+    super().__init__(units, activation, gamma_init, beta_init,
+                     kernel_initializer, **kwargs)
+    self.units = units
+    self.weight_norm_divisor = divisor
+
+  def get_config(self):
+    return {**super().get_config(), 'units': self.units,
+            **self._common_config(), **self._normprop_config()}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class NormPropConv2D(_NormPropMixin, _Conv2DMixin, _WeightNormalizedLayer):
+  """2-D convolutional Normalization Propagation layer (Arpit et al., 2016).
+
+  Every output channel is a unit and every receptive-field patch plays the
+  role of x:
+
+  ```
+  u = gamma * conv(x, W) / norm(W, axis=(0, 1, 2)) + beta
+  output = (f(u) - c1) / c2
+  ```
+
+  gamma and beta are per channel. Zero ('same') padding slightly lowers the
+  variance at the borders; as in the paper, this is not corrected.
+
+  During training: as above, no batch statistics; works at batch size 1.
+
+  During inference: identical to training.
+
+  Args:
+    filters: positive int, the number of output channels.
+    kernel_size: int or pair of ints.
+    strides: int or pair of ints. Defaults to 1.
+    padding: 'same' (default) or 'valid'.
+    activation: as in `NormPropDense`; None gives the classifier form.
+    gamma_initializer: as in `NormPropDense`.
+    beta_initializer: defaults to 'zeros'.
+    kernel_initializer: defaults to `UnitNormOrthogonal`.
+    weight_norm_divisor: as in `NormPropDense`.
+    dilation_rate: int or pair of ints. Defaults to 1.
+    **kwargs: base layer arguments.
+
+  Input shape:
+    (batch, height, width, channels), channels last.
+
+  Output shape:
+    (batch, new_height, new_width, filters).
+
+  Call arguments:
+    inputs: the input tensor.
+    return_intermediates: as in `NormPropDense`.
+
+  Reference:
+    - [Arpit et al., 2016](https://arxiv.org/abs/1603.01431)
+  """
+
+  def __init__(self, filters, kernel_size, strides=1, padding='same',
+               activation='relu', gamma_initializer=None,
+               beta_initializer='zeros', kernel_initializer=None,
+               weight_norm_divisor=None, dilation_rate=1, **kwargs):
+    filters = _check_positive_int('filters', filters)
+    activation, divisor, gamma_init, beta_init = self._init_normprop(
+        activation, gamma_initializer, beta_initializer, weight_norm_divisor)
+    super().__init__(filters, activation, gamma_init, beta_init,
+                     kernel_initializer, **kwargs)
+    self.filters = filters
+    self.weight_norm_divisor = divisor
+    self._init_conv(kernel_size, strides, padding, dilation_rate)
+
+  def get_config(self):
+    return {**super().get_config(), **self._conv_config(),
+            **self._common_config(), **self._normprop_config()}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class WeightNormDense(_WeightNormMixin, _DenseMixin, _WeightNormalizedLayer):
+  """Weight-normalized Dense layer (Salimans & Kingma, 2016).
+
+  ```
+  output = f(g * (x @ v) / norm(v, axis=0) + bias)
+  ```
+
+  The baseline NormProp builds on: the same reparameterization without the
+  (f(u) - c1) / c2 re-normalization.
+
+  During training and inference: the same computation.
+
+  Args:
+    units: positive int.
+    activation: a Keras activation name or None. Defaults to 'relu'.
+    g_initializer: defaults to 'ones'.
+    bias_initializer: defaults to 'zeros'.
+    kernel_initializer: defaults to `UnitNormOrthogonal`.
+    **kwargs: base layer arguments.
+
+  Call arguments:
+    inputs: the input tensor.
+    return_intermediates: as in `NormPropDense`.
+
+  Reference:
+    - [Salimans & Kingma, 2016](https://arxiv.org/abs/1602.07868)
+  """
+
+  def __init__(self, units, activation='relu', g_initializer='ones',
+               bias_initializer='zeros', kernel_initializer=None, **kwargs):
+    units = _check_positive_int('units', units)
+    activation, g_init, bias_init = self._init_weight_norm(
+        activation, g_initializer, bias_initializer)
+    super().__init__(units, activation, g_init, bias_init, kernel_initializer,
+                     **kwargs)
+    self.units = units
+
+  def get_config(self):
+    return {**super().get_config(), 'units': self.units,
+            **self._common_config(), **self._weight_norm_config()}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class WeightNormConv2D(_WeightNormMixin, _Conv2DMixin,
+                       _WeightNormalizedLayer):
+  """Weight-normalized 2-D convolution (Salimans & Kingma, 2016).
+
+  ```
+  output = f(g * conv(x, v) / norm(v, axis=(0, 1, 2)) + bias)
+  ```
+
+  During training and inference: the same computation.
+
+  Args:
+    filters: positive int.
+    kernel_size: int or pair of ints.
+    strides: int or pair of ints. Defaults to 1.
+    padding: 'same' (default) or 'valid'.
+    activation: a Keras activation name or None. Defaults to 'relu'.
+    g_initializer: defaults to 'ones'.
+    bias_initializer: defaults to 'zeros'.
+    kernel_initializer: defaults to `UnitNormOrthogonal`.
+    dilation_rate: int or pair of ints. Defaults to 1.
+    **kwargs: base layer arguments.
+
+  Call arguments:
+    inputs: the input tensor.
+    return_intermediates: as in `NormPropDense`.
+
+  Reference:
+    - [Salimans & Kingma, 2016](https://arxiv.org/abs/1602.07868)
+  """
+
+  def __init__(self, filters, kernel_size, strides=1, padding='same',
+               activation='relu', g_initializer='ones',
+               bias_initializer='zeros', kernel_initializer=None,
+               dilation_rate=1, **kwargs):
+    filters = _check_positive_int('filters', filters)
+    activation, g_init, bias_init = self._init_weight_norm(
+        activation, g_initializer, bias_initializer)
+    super().__init__(filters, activation, g_init, bias_init,
+                     kernel_initializer, **kwargs)
+    self.filters = filters
+    self._init_conv(kernel_size, strides, padding, dilation_rate)
+
+  def get_config(self):
+    return {**super().get_config(), **self._conv_config(),
+            **self._common_config(), **self._weight_norm_config()}
+
+
+__all__ = ['NormPropDense', 'NormPropConv2D', 'WeightNormDense',
+           'WeightNormConv2D']

@@ -1,0 +1,206 @@
+"""Network in Network (Lin et al., 2014) with NormProp, BN, weight norm or none.
+
+The architecture of the NormProp paper's CIFAR/SVHN experiments (SPEC.md
+section 4, reconstructed): 'same' padding throughout,
+
+```
+conv 5x5 192 -> 1x1 160 -> 1x1 96  -> maxpool 3x3/2 -> (dropout)
+conv 5x5 192 -> 1x1 192 -> 1x1 192 -> avgpool 3x3/2 -> (dropout)
+conv 3x3 192 -> 1x1 192 -> 1x1 K (classifier) -> global average pool
+```
+
+The model returns logits (float32, also under mixed precision); apply
+softmax in the loss (`from_logits=True`).
+
+Hidden layers are named `conv1` ... `conv8`; the classifier is `classifier`.
+`probe_model(model)` exposes, for every hidden layer, its pre-activation and
+its output (and the quantity each method normalizes), keyed by name.
+"""
+
+import numbers
+
+import keras
+
+from normprop_tf import activations
+from normprop_tf import layers as np_layers
+
+NORMS = ('normprop', 'batchnorm', 'weightnorm', 'none')
+
+# (filters, kernel size) of the eight hidden convs, and where pooling goes.
+_HIDDEN = ((192, 5), (160, 1), (96, 1), (192, 5), (192, 1), (192, 1),
+           (192, 3), (192, 1))
+_POOL_AFTER = {3: 'max', 6: 'avg'}
+
+
+def hidden_layer_names(num_hidden=len(_HIDDEN)):
+  """Names of the hidden conv layers, in order."""
+  return [f'conv{i}' for i in range(1, num_hidden + 1)]
+
+
+def _validate(norm, num_classes, width, dropout, activation, input_shape):
+  if norm not in NORMS:
+    raise ValueError(f'`norm` must be one of {NORMS}. Received: norm={norm!r}')
+  if isinstance(num_classes, bool) or not isinstance(
+      num_classes, numbers.Integral) or num_classes < 2:
+    raise ValueError('`num_classes` must be an integer >= 2. '
+                     f'Received: num_classes={num_classes!r}')
+  if isinstance(width, bool) or not isinstance(width, numbers.Real) or not (
+      0 < width <= 16):
+    raise ValueError(
+        f'`width` must be a number in (0, 16]. Received: width={width!r}')
+  if isinstance(dropout, bool) or not isinstance(
+      dropout, numbers.Real) or not 0 <= dropout < 1:
+    raise ValueError(
+        f'`dropout` must be in [0, 1). Received: dropout={dropout!r}')
+  if norm == 'normprop':
+    activations.canonical_name(activation)  # Raises on unknown names.
+  else:
+    try:
+      keras.activations.get(activation)
+    except (ValueError, TypeError):
+      raise ValueError('`activation` must be a Keras activation name. '
+                       f'Received: activation={activation!r}') from None
+  if len(tuple(input_shape)) != 3:
+    raise ValueError('`input_shape` must be (height, width, channels). '
+                     f'Received: input_shape={input_shape!r}')
+
+
+def _hidden_block(x, norm, name, filters, kernel_size, activation,
+                  synchronized_bn):
+  """One hidden conv of the given normalization kind."""
+  if norm == 'normprop':
+    return np_layers.NormPropConv2D(
+        filters, kernel_size, activation=activation, name=name)(x)
+  if norm == 'weightnorm':
+    return np_layers.WeightNormConv2D(
+        filters, kernel_size, activation=activation, name=name)(x)
+  use_bn = norm == 'batchnorm'
+  x = keras.layers.Conv2D(filters, kernel_size, padding='same',
+                          use_bias=not use_bn, name=name)(x)
+  if use_bn:
+    x = keras.layers.BatchNormalization(
+        synchronized=synchronized_bn, name=f'{name}_bn')(x)
+  return keras.layers.Activation(activation, name=f'{name}_act')(x)
+
+
+def nin(norm='normprop', num_classes=10, width=1.0, dropout=0.0,
+        activation='relu', input_shape=(32, 32, 3), synchronized_bn=False,
+        name=None):
+  """Builds the Network-in-Network of the NormProp paper.
+
+  Args:
+    norm: 'normprop' (NormProp convs, classifier without post-normalization),
+      'batchnorm' (conv without bias -> BatchNormalization -> activation),
+      'weightnorm' (Salimans & Kingma convs) or 'none' (conv + bias).
+    num_classes: K, the classifier's channels (10 for CIFAR-10 and SVHN).
+    width: multiplies every hidden channel count (not the classifier).
+    dropout: rate of the two dropout layers after the pools; 0 removes them.
+      Keras dropout is inverted (kept units are scaled by 1/(1-rate)), which
+      raises the variance NormProp assumes by 1/(1-rate) during training.
+    activation: hidden activation. For NormProp any name in
+      `normprop_tf.activations.SUPPORTED`; otherwise a Keras activation name.
+    input_shape: (height, width, channels) of the standardized input.
+    synchronized_bn: for 'batchnorm', synchronize batch statistics across
+      replicas under tf.distribute.
+    name: model name; defaults to f'nin_{norm}'.
+
+  Returns:
+    A functional `keras.Model` mapping images to float32 logits (batch, K).
+  """
+  _validate(norm, num_classes, width, dropout, activation, input_shape)
+  inputs = keras.Input(shape=tuple(input_shape), name='image')
+  x = inputs
+  for i, (filters, size) in enumerate(_HIDDEN, start=1):
+    x = _hidden_block(x, norm, f'conv{i}', max(1, round(filters * width)),
+                      size, activation, synchronized_bn)
+    if i in _POOL_AFTER:
+      pool = (keras.layers.MaxPooling2D if _POOL_AFTER[i] == 'max' else
+              keras.layers.AveragePooling2D)
+      x = pool(3, strides=2, padding='same', name=f'pool{i // 3}')(x)
+      if dropout:
+        x = keras.layers.Dropout(dropout, name=f'dropout{i // 3}')(x)
+  if norm == 'normprop':
+    x = np_layers.NormPropConv2D(num_classes, 1, activation=None,
+                                 name='classifier')(x)
+  elif norm == 'weightnorm':
+    x = np_layers.WeightNormConv2D(num_classes, 1, activation=None,
+                                   name='classifier')(x)
+  else:
+    x = keras.layers.Conv2D(num_classes, 1, name='classifier')(x)
+  x = keras.layers.GlobalAveragePooling2D(name='global_pool')(x)
+  # Logits stay float32 under mixed precision (STACK.md).
+  logits = keras.layers.Activation('linear', dtype='float32', name='logits')(x)
+  return keras.Model(inputs, logits, name=name or f'nin_{norm}')
+
+
+def norm_kind(model):
+  """Infers which `NORMS` entry a model built by `nin` uses."""
+  layer = model.get_layer('conv1')
+  if isinstance(layer, np_layers.NormPropConv2D):
+    return 'normprop'
+  if isinstance(layer, np_layers.WeightNormConv2D):
+    return 'weightnorm'
+  names = {l.name for l in model.layers}
+  return 'batchnorm' if 'conv1_bn' in names else 'none'
+
+
+def probe_model(model):
+  """A model sharing `model`'s weights that returns every hidden statistic.
+
+  For each hidden layer `convI` the outputs are:
+    - 'convI/normalized': what the method normalizes. NormProp and weight
+      norm: the unit-norm projection W_i . x / ||W_i|| (NormProp assumes it
+      is N(0, 1)). BatchNorm: the conv output that BN standardizes with its
+      batch or moving statistics. None: the conv output.
+    - 'convI/preactivation': the input of the nonlinearity.
+    - 'convI/output': the layer's output.
+  Plus 'logits'.
+
+  Args:
+    model: a model built by `nin` (also after a .keras save and load).
+
+  Returns:
+    A `keras.Model` from the same input to a dict of tensors.
+  """
+  kind = norm_kind(model)
+  outputs = {}
+  names = [n for n in hidden_layer_names() if _has_layer(model, n)]
+  for name in names:
+    layer = model.get_layer(name)
+    if kind in ('normprop', 'weightnorm'):
+      parts = _Intermediates(layer)(layer.input)
+      outputs[f'{name}/normalized'] = parts['projection']
+      outputs[f'{name}/preactivation'] = parts['preactivation']
+      outputs[f'{name}/output'] = parts['output']
+    else:
+      outputs[f'{name}/normalized'] = layer.output
+      pre = model.get_layer(f'{name}_bn').output if kind == 'batchnorm' else (
+          layer.output)
+      outputs[f'{name}/preactivation'] = pre
+      outputs[f'{name}/output'] = model.get_layer(f'{name}_act').output
+  outputs['logits'] = model.output
+  return keras.Model(model.input, outputs, name=f'{model.name}_probe')
+
+
+class _Intermediates(keras.layers.Layer):
+  """Calls a NormProp/weight-norm layer with `return_intermediates=True`.
+
+  A second call of the same layer with a different output structure breaks
+  Keras 3.15's functional connectivity check (it sizes every node's outputs
+  from node 0), so the probe wraps the layer in an operation of its own. The
+  weights stay shared; the probe is not meant to be saved.
+  """
+
+  def __init__(self, layer):
+    super().__init__(name=f'{layer.name}_intermediates', dtype=layer.dtype_policy)
+    self.inner = layer
+
+  def call(self, inputs):
+    return self.inner(inputs, return_intermediates=True)
+
+
+def _has_layer(model, name):
+  return any(l.name == name for l in model.layers)
+
+
+__all__ = ['nin', 'probe_model', 'norm_kind', 'hidden_layer_names', 'NORMS']

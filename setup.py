@@ -1,0 +1,37 @@
+"""Installs normprop_tf: Normalization Propagation (Arpit et al., ICML 2016) for tf.keras."""
+
+import setuptools
+
+setuptools.setup(
+    name='normprop_tf',
+    version='0.1.0',
+    description=(
+        'Normalization Propagation (Arpit et al., ICML 2016) layers, models '
+        'and a reproduction suite for TensorFlow 2 / Keras 3.'),
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    packages=setuptools.find_packages(include=['normprop_tf', 'normprop_tf.*',
+                                               'data_prep', 'data_prep.*']),
+    python_requires='>=3.11',
+    # Ranges, not pins: these versions were resolved together (STACK.md).
+    # tensorflow-addons is deliberately absent: it cannot import on TF 2.21.
+    install_requires=[
+        'tensorflow>=2.21,<2.22',
+        'keras>=3.15,<3.16',
+        'tensorboard>=2.21,<2.22',
+        'tensorflow-datasets>=4.9.10,<4.10',
+        'gin-config>=0.5.0,<0.6',
+        'absl-py>=2.0,<3',
+        'numpy>=1.26,<3',
+    ],
+    extras_require={
+        'test': [
+            'pytest>=8,<10',
+            'pytest-xdist>=3.5,<4',
+            # The backend-independence test runs the layers under JAX on CPU.
+            'jax[cpu]>=0.4.30,<0.11',
+        ],
+        'reports': ['matplotlib>=3.8,<4'],
+    },
+    license='Apache-2.0',
+)
