@@ -30,6 +30,8 @@ setuptools.setup(
             'pytest-xdist>=3.5,<4',
             # The backend-independence test runs the layers under JAX on CPU.
             'jax[cpu]>=0.4.30,<0.11',
+            # Exact erf for the Monte Carlo check of GELU's moments.
+            'scipy>=1.11,<2',
         ],
         'reports': ['matplotlib>=3.8,<4'],
     },

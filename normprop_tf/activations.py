@@ -95,7 +95,8 @@ _KERAS_FNS = {
     'relu': ops.relu,
     'elu': ops.elu,
     'selu': ops.selu,
-    'gelu': lambda x: ops.gelu(x, approximate=False),
+    # Exact GELU via erf: tf.nn.gelu's float64 path is off by ~5e-9.
+    'gelu': lambda x: 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0)))),
     'silu': ops.silu,
     'softplus': ops.softplus,
     'tanh': ops.tanh,
@@ -211,7 +212,8 @@ def keras_fn(name) -> Callable:
   """Returns the `keras.ops` implementation of activation `name`."""
   key, slope = _parse(name)
   if key == 'leaky_relu':
-    return functools.partial(ops.leaky_relu, negative_slope=slope)
+    # max(x, a x) for 0 <= a < 1; tf.nn.leaky_relu rounds a to float32.
+    return lambda x: ops.maximum(x, slope * x)
   return _KERAS_FNS[key]
 
 
