@@ -1,0 +1,172 @@
+"""Folds a trained NormProp (or BN) model into standard Keras layers.
+
+`fold(model)` returns an inference model made only of `Conv2D`, `Dense`,
+pooling, `Rescaling` and `Activation` layers, with no normprop_tf import
+needed to load it. The folding is exact up to float rounding:
+
+- A NormProp hidden unit computes relu(gamma/||W|| W.x + beta) / c2 - c1/c2
+  (ReLU is positively homogeneous). gamma / (c2 ||W||) goes into the kernel,
+  beta / c2 into the bias, and the constant shift -c1/c2 is carried forward:
+  pooling, dropout (off at inference) and global pooling commute with it, and
+  the next 1x1 or 'valid' conv or dense layer absorbs it into its bias
+  (b -= c * sum of its weights over everything but the output axis).
+- A 'same'-padded conv with a kernel larger than 1x1 cannot absorb the shift
+  exactly: its zero padding is zero *after* the shift, and the border taps
+  would otherwise see -c instead of 0. There a `Rescaling(1, offset=-c)`
+  applies the shift first, on the (pooled, smaller) map.
+- BatchNormalization after a conv folds its moving statistics into that
+  conv's kernel and bias, so the BN baseline is compared fairly.
+
+Supported: models whose layers form a single chain (every `nin()` variant
+and `keras.Sequential` stacks of the same layer types).
+"""
+
+import keras
+import numpy as np
+
+from normprop_tf import activations
+from normprop_tf import layers as np_layers
+
+# Layers that commute with adding a per-channel constant (AveragePooling2D
+# with 'same' padding averages only the valid taps, in TF and JAX alike).
+_SHIFT_COMMUTES = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
+                   keras.layers.GlobalAveragePooling2D,
+                   keras.layers.GlobalMaxPooling2D, keras.layers.Flatten)
+_SKIP_AT_INFERENCE = (keras.layers.Dropout, keras.layers.InputLayer)
+
+
+def _chain(model):
+  layers = [l for l in model.layers
+            if not isinstance(l, keras.layers.InputLayer)]
+  for prev, layer in zip(layers, layers[1:]):
+    if len(layer._inbound_nodes) != 1 or (
+        layer.input is not prev.output):  # pylint: disable=protected-access
+      raise ValueError(
+          'fold() supports models whose layers form a single chain. '
+          f'Received: a model where {layer.name!r} does not follow '
+          f'{prev.name!r}')
+  return layers
+
+
+def _normalized_kernel(layer):
+  w = np.asarray(layer.kernel.numpy(), np.float64)
+  norm = np.sqrt(np.sum(w**2, axis=tuple(range(w.ndim - 1))) + 1e-12)
+  if isinstance(layer, np_layers.NormPropDense | np_layers.NormPropConv2D):
+    scale = np.asarray(layer.gamma.numpy(), np.float64) / (
+        (layer.weight_norm_divisor or 1.0) * norm)
+    return w * scale, np.asarray(layer.beta.numpy(), np.float64)
+  scale = np.asarray(layer.g.numpy(), np.float64) / norm
+  return w * scale, np.asarray(layer.bias.numpy(), np.float64)
+
+
+def _linear_parts(layer):
+  """(kernel, bias, activation name or None, post (scale, shift) or None)."""
+  if isinstance(layer, np_layers.NormPropDense | np_layers.NormPropConv2D):
+    w, b = _normalized_kernel(layer)
+    if layer.activation is None:
+      return w, b, None, None
+    if not activations.is_positively_homogeneous(layer.activation):
+      raise ValueError(
+          'fold() needs a positively homogeneous activation (relu, '
+          'leaky_relu, identity) to move 1/c2 into the kernel. Received: '
+          f'activation={layer.activation!r} in layer {layer.name!r}')
+    m = activations.moments(layer.activation)
+    return w / m.std, b / m.std, layer.activation, m.mean / m.std
+  if isinstance(layer, np_layers.WeightNormDense | np_layers.WeightNormConv2D):
+    w, b = _normalized_kernel(layer)
+    return w, b, layer.activation, None
+  w = np.asarray(layer.kernel.numpy(), np.float64)
+  b = (np.asarray(layer.bias.numpy(), np.float64) if layer.use_bias else
+       np.zeros(w.shape[-1]))
+  act = keras.activations.serialize(layer.activation)
+  return w, b, None if act == 'linear' else act, None
+
+
+def _conv_geometry(layer):
+  if isinstance(layer, keras.layers.Dense | np_layers.NormPropDense |
+                np_layers.WeightNormDense):
+    return None
+  return dict(strides=tuple(layer.strides), padding=layer.padding,
+              dilation_rate=tuple(layer.dilation_rate))
+
+
+def _keras_activation(name):
+  if name is None:
+    return None
+  if name.startswith('leaky_relu:'):
+    return keras.layers.LeakyReLU(negative_slope=float(name.split(':')[1]))
+  return keras.layers.Activation(name)
+
+
+def fold(model, name=None):
+  """Returns a standard-Keras-layer copy of `model` for inference.
+
+  Args:
+    model: a trained chain model (e.g. from `normprop_tf.models.nin`) of
+      NormProp, weight-norm, Conv2D/Dense, BatchNormalization, activation,
+      pooling and dropout layers.
+    name: name of the folded model; defaults to f'{model.name}_folded'.
+
+  Returns:
+    A functional `keras.Model` whose output equals `model(x, training=False)`
+    up to float32 rounding.
+
+  Raises:
+    ValueError: for layers or graphs it cannot fold, naming them.
+  """
+  chain = _chain(model)
+  inputs = keras.Input(model.inputs[0].shape[1:], name='image')
+  x, shift, i = inputs, 0.0, 0  # The real activation is `x - shift`.
+  while i < len(chain):
+    layer = chain[i]
+    i += 1
+    if isinstance(layer, _SKIP_AT_INFERENCE):
+      continue
+    if isinstance(layer, _SHIFT_COMMUTES):
+      x = type(layer).from_config(layer.get_config())(x)
+      continue
+    if isinstance(layer, keras.layers.Activation | keras.layers.ReLU):
+      if shift:
+        x = keras.layers.Rescaling(1.0, offset=-shift,
+                                   name=f'{layer.name}_shift')(x)
+        shift = 0.0
+      x = type(layer).from_config(layer.get_config())(x)
+      continue
+    if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense,
+                              np_layers.NormPropConv2D, np_layers.NormPropDense,
+                              np_layers.WeightNormConv2D,
+                              np_layers.WeightNormDense)):
+      raise ValueError(f'fold() cannot fold layer {layer.name!r} of type '
+                       f'{type(layer).__name__}. Received: {layer!r}')
+    w, b, act, post_shift = _linear_parts(layer)
+    geometry = _conv_geometry(layer)
+    if i < len(chain) and isinstance(chain[i],
+                                     keras.layers.BatchNormalization):
+      bn = chain[i]
+      i += 1
+      gamma = bn.gamma.numpy() if bn.scale else 1.0
+      beta = bn.beta.numpy() if bn.center else 0.0
+      s = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+      w, b = w * s, (b - bn.moving_mean.numpy()) * s + beta
+    if shift:
+      padded = geometry is not None and geometry['padding'] == 'same' and (
+          w.shape[0] > 1 or w.shape[1] > 1)
+      if padded:
+        x = keras.layers.Rescaling(1.0, offset=-shift,
+                                   name=f'{layer.name}_shift')(x)
+      else:
+        b = b - shift * w.sum(axis=tuple(range(w.ndim - 1)))
+      shift = 0.0
+    if geometry is None:
+      new = keras.layers.Dense(w.shape[-1], name=layer.name)
+    else:
+      new = keras.layers.Conv2D(w.shape[-1], w.shape[:2], name=layer.name,
+                                **geometry)
+    x = new(x)
+    new.set_weights([w.astype('float32'), b.astype('float32')])
+    if act is not None:
+      x = _keras_activation(act)(x)
+    shift = post_shift or 0.0
+  if shift:
+    x = keras.layers.Rescaling(1.0, offset=-shift, name='output_shift')(x)
+  return keras.Model(inputs, x, name=name or f'{model.name}_folded')
