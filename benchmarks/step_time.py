@@ -1,0 +1,205 @@
+r"""Train-step and inference throughput of NIN: NormProp vs BN vs WN vs plain.
+
+    python -m benchmarks.step_time [--widths=1.0,0.5] [--batch_sizes=1,50,128]
+        [--repetitions=5] [--report=reports/perf.md]
+
+All variants run in one process, interleaved (variant order rotates every
+repetition), after warm-up; each cell is the median of `--repetitions`
+timings of `--steps` steps. Training uses `model.fit` on a repeated
+in-memory batch (SGD + momentum, no XLA: STACK.md found it 4x slower on this
+CPU), so the input pipeline costs nothing. Inference uses
+`model.predict_on_batch`-style compiled calls, also for the folded NormProp
+and folded BN models (`normprop_tf.export.fold`). Peak resident memory is
+measured per variant in a fresh subprocess at batch 128, since a process's
+peak only grows.
+
+The table is printed and written into `--report` between markers.
+"""
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+import keras
+import numpy as np
+import tensorflow as tf
+
+from normprop_tf import export
+from normprop_tf import models
+
+_WIDTHS = flags.DEFINE_list('widths', ['1.0', '0.5'], 'NIN widths.')
+_BATCHES = flags.DEFINE_list('batch_sizes', ['1', '50', '128'],
+                             'Batch sizes.')
+_REPS = flags.DEFINE_integer('repetitions', 5, 'Timings per cell (median).')
+_STEPS = flags.DEFINE_integer('steps', 0, 'Steps per timing; 0 picks about '
+                              '2 s of work per timing from a first estimate.')
+_REPORT = flags.DEFINE_string('report', 'reports/perf.md',
+                              'Markdown file to update; empty to skip.')
+_MEMORY = flags.DEFINE_bool('memory', True, 'Also measure peak RSS.')
+_ONE = flags.DEFINE_string('one_variant', None, 'Internal: measure one '
+                           'variant\'s peak RSS (norm:width:batch) and exit.')
+
+NORMS = ('normprop', 'batchnorm', 'weightnorm', 'none')
+_BEGIN, _END = '<!-- step_time:begin -->', '<!-- step_time:end -->'
+
+
+def _model(norm, width):
+  keras.utils.set_random_seed(0)
+  model = models.nin(norm, width=width)
+  model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                loss=keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True), jit_compile=False)
+  return model
+
+
+def _data(batch):
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((batch, 32, 32, 3)).astype('float32')
+  y = rng.integers(0, 10, batch).astype('int32')
+  return x, y
+
+
+class _Trainer:
+  """Times `steps` train steps of one model via model.fit."""
+
+  def __init__(self, norm, width, batch):
+    self.model = _model(norm, width)
+    x, y = _data(batch)
+    self.ds = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(2)
+    self.batch = batch
+
+  def __call__(self, steps):
+    start = time.perf_counter()
+    self.model.fit(self.ds, steps_per_epoch=steps, epochs=1, verbose=0,
+                   shuffle=False)
+    return (time.perf_counter() - start) / steps
+
+
+class _Predictor:
+  """Times compiled inference calls of one model."""
+
+  def __init__(self, model, batch):
+    self.x = tf.constant(_data(batch)[0])
+    self.fn = tf.function(lambda x: model(x, training=False))
+    self.batch = batch
+
+  def __call__(self, steps):
+    start = time.perf_counter()
+    for _ in range(steps):
+      out = self.fn(self.x)
+    out.numpy()
+    return (time.perf_counter() - start) / steps
+
+
+def _measure(runners, reps, steps_override):
+  """Interleaved medians of seconds per step, {name: seconds}."""
+  steps = {}
+  for name, run in runners.items():
+    run(2)  # Warm-up: tracing and first-call allocations.
+    per_step = run(3)
+    steps[name] = steps_override or max(3, min(200, int(2.0 / per_step)))
+  times = {name: [] for name in runners}
+  names = list(runners)
+  for rep in range(reps):
+    for name in names[rep % len(names):] + names[:rep % len(names)]:
+      times[name].append(runners[name](steps[name]))
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _peak_rss_mb(norm, width, batch):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.step_time',
+       f'--one_variant={norm}:{width}:{batch}'],
+      capture_output=True, text=True, timeout=1200, check=True)
+  return json.loads(proc.stdout.strip().splitlines()[-1])['peak_rss_mb']
+
+
+def _one_variant(spec):
+  norm, width, batch = spec.split(':')
+  _Trainer(norm, float(width), int(batch))(3)
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  print(json.dumps({'peak_rss_mb': round(peak, 1)}))
+
+
+def _table(results, memory):
+  lines = [
+      '| width | batch | variant | train img/s | vs plain | '
+      'inference img/s | vs plain | peak RSS (MB, batch 128) |',
+      '|---|---|---|---|---|---|---|---|']
+  for (width, batch), cell in results.items():
+    plain_train = batch / cell['train']['none']
+    plain_infer = batch / cell['infer']['none']
+    for name in list(NORMS) + ['normprop_folded', 'batchnorm_folded']:
+      train = cell['train'].get(name)
+      infer = cell['infer'][name]
+      train_s = f'{batch / train:,.1f}' if train else '-'
+      ratio_s = f'{batch / train / plain_train:.2f}x' if train else '-'
+      mem = memory.get((width, name))
+      lines.append(
+          f'| {width} | {batch} | {name} | {train_s} | {ratio_s} | '
+          f'{batch / infer:,.1f} | {batch / infer / plain_infer:.2f}x | '
+          f'{mem if mem is not None else "-"} |')
+  return '\n'.join(lines)
+
+
+def _write_report(path, table, seconds):
+  cpu = platform.processor() or platform.machine()
+  body = '\n'.join([
+      _BEGIN, '## Train step and inference throughput (NIN, CIFAR shapes)',
+      '',
+      f'Command: `python -m benchmarks.step_time` ({seconds / 60:.0f} min). '
+      f'Machine: {os.cpu_count()} CPU cores ({cpu}), no GPU; TF '
+      f'{tf.__version__}, Keras {keras.__version__}, no XLA. Median of '
+      f'{_REPS.value} interleaved repetitions after warm-up; synthetic '
+      'in-memory batches, so the input pipeline costs nothing. "folded" '
+      'rows are `normprop_tf.export.fold` models (inference only).', '',
+      table, '', _END])
+  text = open(path).read() if os.path.exists(path) else '# Performance\n'
+  if _BEGIN in text:
+    text = text[:text.index(_BEGIN)] + body + text[text.index(_END) +
+                                                   len(_END):]
+  else:
+    text = text.rstrip('\n') + '\n\n' + body + '\n'
+  with open(path, 'w') as f:
+    f.write(text)
+
+
+def main(argv):
+  del argv
+  if _ONE.value:
+    _one_variant(_ONE.value)
+    return
+  start = time.time()
+  results, memory = {}, {}
+  for width in [float(w) for w in _WIDTHS.value]:
+    for batch in [int(b) for b in _BATCHES.value]:
+      print(f'width {width}, batch {batch}: measuring ...', flush=True)
+      trainers = {n: _Trainer(n, width, batch) for n in NORMS}
+      train = _measure(trainers, _REPS.value, _STEPS.value)
+      predictors = {n: _Predictor(t.model, batch) for n, t in trainers.items()}
+      predictors['normprop_folded'] = _Predictor(
+          export.fold(trainers['normprop'].model), batch)
+      predictors['batchnorm_folded'] = _Predictor(
+          export.fold(trainers['batchnorm'].model), batch)
+      infer = _measure(predictors, _REPS.value, _STEPS.value)
+      results[(width, batch)] = {'train': train, 'infer': infer}
+      print('  train img/s: ' + ', '.join(
+          f'{n} {batch / s:,.1f}' for n, s in train.items()), flush=True)
+    if _MEMORY.value:
+      for norm in NORMS:
+        memory[(width, norm)] = _peak_rss_mb(norm, width, 128)
+  table = _table(results, memory)
+  print(table)
+  if _REPORT.value:
+    _write_report(_REPORT.value, table, time.time() - start)
+
+
+if __name__ == '__main__':
+  app.run(main)
