@@ -1,0 +1,177 @@
+"""stats.json: the manifest and completion marker of a prepared data_dir.
+
+`data_prep.prepare` writes, in this order: the shards, `stats.npz`, then
+`stats.json`, each under a temporary name renamed into place. A data_dir
+without `stats.json` is therefore incomplete, whatever else it holds.
+
+stats.json records:
+- `dataset`, `image_shape`, `num_classes`, `class_names`;
+- per split: example and per-class counts, and every shard's name, size,
+  record count and sha256;
+- `fingerprint`: sha256 over all shard entries. `stats.npz` stores the same
+  fingerprint, so statistics and shards from different runs cannot mix;
+- `stats`: the statistics' parameters (epsilon, GCN scale, ZCA bias, ...);
+- `prepare_args`: the arguments of the run, for the idempotency check.
+
+The reader checks a split before using it (`verify_split`): every listed
+shard exists (else "missing shard"), has the recorded size and, with
+`level='full'`, the recorded sha256 (else "corrupt shard"), and no unlisted
+shard of that split lies beside them (else "fingerprint mismatch").
+"""
+
+import hashlib
+import json
+import os
+
+import tensorflow as tf
+
+from normprop_tf.data import errors
+from normprop_tf.data import schema
+
+STATS_JSON = 'stats.json'
+STATS_NPZ = 'stats.npz'
+VERIFY_LEVELS = ('full', 'size', 'none')
+
+
+def file_sha256(path, chunk_bytes=1 << 22):
+  """Hex sha256 of a local or gs:// file."""
+  digest = hashlib.sha256()
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    while True:
+      chunk = f.read(chunk_bytes)
+      if not chunk:
+        return digest.hexdigest()
+      digest.update(chunk)
+
+
+def fingerprint(split_entries):
+  """sha256 over {split: [shard entry, ...]}, independent of dict order."""
+  canonical = json.dumps(
+      {split: [[e['file'], e['bytes'], e['num_examples'], e['sha256']]
+               for e in entries]
+       for split, entries in split_entries.items()},
+      sort_keys=True)
+  return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def fix_command(data_dir, info):
+  """The prepare command that re-creates `data_dir`, with --overwrite."""
+  args = (info or {}).get('prepare_args', {})
+  source = args.get('source')
+  cmd = errors.prepare_command(
+      data_dir, (info or {}).get('dataset'),
+      None if source in (None, 'tfds') else source)
+  return cmd + ' --overwrite'
+
+
+def load_manifest(data_dir, dataset=None):
+  """Reads and sanity-checks `<data_dir>/stats.json`.
+
+  Args:
+    data_dir: directory written by `data_prep.prepare`.
+    dataset: optional expected dataset name, checked against the manifest
+      and used in the "not prepared" message.
+
+  Returns:
+    The manifest as a dict.
+
+  Raises:
+    DataError: the directory is not (completely) prepared, stats.json is
+      unreadable, or it belongs to another dataset or format version.
+  """
+  if dataset is not None:
+    dataset = errors.check_dataset_name(dataset)
+  path = os.path.join(data_dir, STATS_JSON)
+  if not tf.io.gfile.exists(path):
+    state = ('does not exist' if not tf.io.gfile.exists(data_dir) else
+             'holds no completed preparation (no stats.json)')
+    raise errors.DataError(
+        f'Dataset directory {data_dir} {state}. '
+        + errors.not_prepared_hint(data_dir, dataset))
+  try:
+    with tf.io.gfile.GFile(path, 'r') as f:
+      info = json.load(f)
+    missing = [k for k in ('splits', 'fingerprint', 'image_shape')
+               if k not in info]
+    if missing:
+      raise KeyError(f'no {", ".join(missing)}')
+  except (ValueError, KeyError, TypeError) as e:
+    raise errors.DataError(
+        f'{path} is corrupt ({type(e).__name__}: {e}). Re-create it: '
+        f'{fix_command(data_dir, None)}') from None
+  if info.get('format_version') != schema.FORMAT_VERSION:
+    raise errors.DataError(
+        f'{path} has format_version={info.get("format_version")!r}, but this '
+        f'code reads version {schema.FORMAT_VERSION}. Re-create it: '
+        f'{fix_command(data_dir, info)}')
+  if dataset is not None and info.get('dataset') != dataset:
+    raise errors.DataError(
+        f'{data_dir} holds dataset {info.get("dataset")!r}, not {dataset!r}. '
+        'Point data_dir at the right directory, or prepare a new one: '
+        + errors.prepare_command(data_dir + '_' + dataset, dataset))
+  return info
+
+
+def verify_split(data_dir, info, split, level='full'):
+  """Checks the shards of `split` against the manifest.
+
+  Args:
+    data_dir: the prepared directory.
+    info: its manifest, from `load_manifest`.
+    split: 'train', 'validation' or 'test'.
+    level: 'full' (sizes and sha256: about 0.2 s per 100 MB), 'size', or
+      'none'.
+
+  Returns:
+    The sorted list of the split's shard paths.
+
+  Raises:
+    DataError: unknown split, missing shard, corrupt shard, or shards that
+      do not match the manifest's fingerprint.
+  """
+  if level not in VERIFY_LEVELS:
+    raise ValueError(f'`verify` must be one of {VERIFY_LEVELS}. '
+                     f'Received: verify={level!r}')
+  if split not in info['splits']:
+    raise errors.DataError(
+        f'Split {split!r} is not in {data_dir} (it has: '
+        f'{", ".join(info["splits"])}). A validation split exists only when '
+        'prepare ran with --validation_size > 0 (SVHN: always).')
+  entries = info['splits'][split]['shards']
+  fix = fix_command(data_dir, info)
+  paths = []
+  for entry in entries:
+    path = os.path.join(data_dir, entry['file'])
+    paths.append(path)
+    if level == 'none':
+      continue
+    if not tf.io.gfile.exists(path):
+      raise errors.DataError(
+          f'Missing shard {path} (listed in {STATS_JSON}). Restore it, or '
+          f're-create the dataset: {fix}')
+    size = tf.io.gfile.stat(path).length
+    if size != entry['bytes']:
+      raise errors.DataError(
+          f'Corrupt shard {path}: {size} bytes, but {STATS_JSON} records '
+          f'{entry["bytes"]}. It was truncated or overwritten; re-create the '
+          f'dataset: {fix}')
+    if level == 'full' and file_sha256(path) != entry['sha256']:
+      raise errors.DataError(
+          f'Corrupt shard {path}: its sha256 differs from the one in '
+          f'{STATS_JSON}. Re-create the dataset: {fix}')
+  if level != 'none':
+    listed = {e['file'] for e in entries}
+    on_disk = set()
+    for path in tf.io.gfile.glob(os.path.join(data_dir, f'{split}-*.tfrecord')):
+      parsed = schema.parse_shard_filename(os.path.basename(path))
+      if parsed and parsed[0] == split:
+        on_disk.add(os.path.basename(path))
+    unlisted = sorted(on_disk - listed)
+    if unlisted:
+      raise errors.DataError(
+          f'Statistics fingerprint mismatch in {data_dir}: shard(s) '
+          f'{", ".join(unlisted)} are not part of the preparation that '
+          f'{STATS_JSON} describes (fingerprint {info["fingerprint"][:12]}), '
+          f'so the statistics were not computed from these shards. Delete '
+          f'the stray files or re-create the dataset: {fix}')
+  return paths
