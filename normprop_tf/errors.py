@@ -1,0 +1,38 @@
+"""User-facing training failures.
+
+Everything the user can fix (a config typo, a missing dataset, an unwritable
+model_dir, a diverged run, a TPU that is not there) raises a subclass of
+`TrainingError`. The entry point `normprop_tf.train` prints its message, with
+no traceback, and exits with status 1. Anything else is a bug and keeps its
+traceback.
+"""
+
+
+class TrainingError(Exception):
+  """A failure with a message that says what happened and how to fix it."""
+
+
+class ConfigError(TrainingError):
+  """A gin file or binding that cannot be read or names an unknown setting."""
+
+
+class ModelDirError(TrainingError):
+  """The model directory cannot be created or written."""
+
+
+class StrategyError(TrainingError):
+  """The requested tf.distribute strategy cannot be created here."""
+
+
+class NonFiniteLossError(TrainingError):
+  """The training loss became NaN or infinite.
+
+  Attributes:
+    step: the 1-based global step whose loss was not finite.
+    checkpoint_step: the step of the last (good) checkpoint, or None.
+  """
+
+  def __init__(self, message, step, checkpoint_step):
+    super().__init__(message)
+    self.step = step
+    self.checkpoint_step = checkpoint_step

@@ -1,0 +1,201 @@
+"""Unit tests of the training library's parts, in process.
+
+Fast checks of what the end-to-end tests cannot see directly: the hidden
+statistics' gap arithmetic against a NumPy reference, the learning-rate
+schedule, weight decay exclusions, mixed precision, strategy selection,
+record truncation on resume.
+"""
+
+import json
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from normprop_tf import errors
+from normprop_tf import layer_stats
+from normprop_tf import models
+from normprop_tf import progress
+from normprop_tf import records
+from normprop_tf import strategies
+from normprop_tf import train_lib
+
+pytest_plugins = ('tests.data_fixtures',)
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+def _moments(x):
+  x = np.asarray(x, np.float64)
+  axes = tuple(range(x.ndim - 1))
+  return x.mean(axis=axes), x.std(axis=axes)
+
+
+def test_normprop_gap_is_distance_from_unit_statistics():
+  keras.utils.set_random_seed(1)
+  model = models.nin('normprop', width=0.1)
+  images = np.random.default_rng(0).standard_normal(
+      (16, 32, 32, 3)).astype(np.float32)
+  scalars, histograms = layer_stats.HiddenStats(model, images).compute()
+  outputs = models.probe_model(model)(images)
+  for layer in ('conv1', 'conv5', 'conv8'):
+    mean, std = _moments(outputs[f'{layer}/normalized'])
+    assert scalars[f'hidden/{layer}/gap_mean'] == pytest.approx(
+        np.mean(np.abs(mean)), rel=1e-4, abs=1e-6)
+    assert scalars[f'hidden/{layer}/gap_std'] == pytest.approx(
+        np.mean(np.abs(std - 1)), rel=1e-4, abs=1e-6)
+    out_mean, out_std = _moments(outputs[f'{layer}/output'])
+    assert scalars[f'hidden/{layer}/output_gap_std'] == pytest.approx(
+        np.mean(np.abs(out_std - 1)), rel=1e-4, abs=1e-6)
+    assert scalars[f'hidden/{layer}/output/mean'] == pytest.approx(
+        np.mean(out_mean), rel=1e-4, abs=1e-6)
+    assert histograms[f'hidden/{layer}/output'].size <= 4096
+  # At initialization on Gaussian input the first projection is ~N(0, 1).
+  assert scalars['hidden/conv1/gap_std'] < 0.15
+
+
+def test_batchnorm_gap_uses_the_moving_statistics():
+  keras.utils.set_random_seed(1)
+  model = models.nin('batchnorm', width=0.1)
+  rng = np.random.default_rng(0)
+  images = (3 * rng.standard_normal((16, 32, 32, 3)) + 1).astype(np.float32)
+  bn = model.get_layer('conv2_bn')
+  bn.moving_mean.assign(rng.standard_normal(bn.moving_mean.shape))
+  bn.moving_variance.assign(rng.uniform(0.5, 2, bn.moving_variance.shape))
+  scalars, _ = layer_stats.HiddenStats(model, images).compute()
+  x = models.probe_model(model)(images)['conv2/normalized']
+  mean, std = _moments(x)
+  scale = np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+  expected_mean = np.mean(np.abs((mean - bn.moving_mean.numpy()) / scale))
+  expected_std = np.mean(np.abs(std / scale - 1))
+  assert scalars['hidden/conv2/gap_mean'] == pytest.approx(expected_mean,
+                                                           rel=1e-4)
+  assert scalars['hidden/conv2/gap_std'] == pytest.approx(expected_std,
+                                                          rel=1e-4)
+  assert 'hidden/conv2/output_gap_mean' not in scalars
+
+
+def test_weight_histograms_are_per_unit_kernel_norms():
+  model = models.nin('normprop', width=0.1)
+  hist = layer_stats.weight_histograms(model)
+  kernel = model.get_layer('conv1').kernel.numpy()
+  np.testing.assert_allclose(
+      hist['weights/conv1/kernel_norm'],
+      np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), axis=0),
+      rtol=1e-6)
+  assert 'weights/conv1/gamma' in hist
+  bn = layer_stats.weight_histograms(models.nin('batchnorm', width=0.1))
+  assert 'weights/conv1_bn/gamma' in bn
+
+
+def test_step_decay_boundaries_are_fractions_of_training():
+  schedule = train_lib._learning_rate('step', 0.05, 100, (0.5, 0.75), 0.1)
+  values = [float(schedule(s)) for s in (0, 50, 51, 75, 76, 99)]
+  np.testing.assert_allclose(values, [0.05, 0.05, 0.005, 0.005, 5e-4, 5e-4],
+                             rtol=1e-6)
+  assert train_lib._learning_rate('constant', 0.05, 100, (0.5,), 0.1) == 0.05
+
+
+def test_weight_decay_spares_scales_and_shifts():
+  model = models.nin('normprop', width=0.1)
+  opt = train_lib._optimizer(0.1, 0.0, False, 0.5, ('gamma', 'beta', 'bias',
+                                                    'g'), 'float32')
+  opt.build(model.trainable_variables)
+  before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+  opt.apply_gradients([(tf.zeros_like(v), v)
+                       for v in model.trainable_variables])
+  for v in model.trainable_variables:
+    ratio = 1.0 if v.name in ('gamma', 'beta') else 1 - 0.1 * 0.5
+    np.testing.assert_allclose(v.numpy(), before[v.path] * ratio, rtol=1e-6,
+                               err_msg=v.path)
+
+
+def test_mixed_float16_and_multi_step_loops(prepared, tmp_path):
+  """Loss scaling works, and loops of 4 steps stop at every boundary."""
+  data_dir, _ = prepared
+  summary = train_lib.run(
+      str(tmp_path / 'run'), data_dir=data_dir, width=0.05, train_steps=7,
+      global_batch_size=10, eval_batch_size=50, probe_batch_size=8,
+      stats_every_steps=2, log_every_steps=3, eval_every_steps=0,
+      steps_per_loop=4, precision_policy='mixed_float16')
+  assert summary['steps'] == 7 and summary['precision_policy'] == (
+      'mixed_float16')
+  assert keras.config.dtype_policy().name == 'float32'  # Restored.
+  rows = records.read_jsonl(str(tmp_path / 'run' / records.METRICS_FILE))
+  steps = lambda split: sorted({r['step'] for r in rows
+                                if r['split'] == split})
+  assert steps('train') == [3, 6, 7]
+  assert steps('probe') == [0, 2, 4, 6, 7]
+  assert steps('validation') == [7]
+  built = train_lib.run(str(tmp_path / 'run'), data_dir=data_dir, width=0.05,
+                        train_steps=7, global_batch_size=10,
+                        precision_policy='mixed_float16', build_only=True)
+  assert isinstance(built.optimizer, keras.optimizers.LossScaleOptimizer)
+  assert built.start_step == 7  # Restored from the finished run.
+
+
+def test_bad_knob_values_are_config_errors(prepared, tmp_path):
+  data_dir, _ = prepared
+  with pytest.raises(errors.ConfigError, match='Received: norm='):
+    train_lib.run(str(tmp_path), data_dir=data_dir, norm='layernorm',
+                  epochs=1)
+  with pytest.raises(errors.ConfigError, match='train_steps'):
+    train_lib.run(str(tmp_path), data_dir=data_dir, epochs=1, train_steps=5)
+  with pytest.raises(errors.ConfigError, match='global_batch_size'):
+    train_lib.run(str(tmp_path), data_dir=data_dir, epochs=1,
+                  global_batch_size=100000)
+
+
+def test_strategy_names():
+  assert strategies.create_strategy('default') is tf.distribute.get_strategy()
+  assert strategies.is_chief(tf.distribute.get_strategy())
+  with pytest.raises(errors.StrategyError, match="Unknown strategy 'gpu'"):
+    strategies.create_strategy('gpu')
+
+
+def test_multi_worker_needs_tf_config(monkeypatch):
+  monkeypatch.delenv('TF_CONFIG', raising=False)
+  with pytest.raises(errors.StrategyError, match='TF_CONFIG'):
+    strategies.create_strategy('multi_worker')
+
+
+def test_global_batch_must_split_over_replicas():
+  class TwoReplicas:
+    num_replicas_in_sync = 2
+  with pytest.raises(ValueError, match='global_batch_size=25'):
+    strategies.check_global_batch(TwoReplicas(), 25, True)
+  strategies.check_global_batch(TwoReplicas(), 26, True)
+
+
+def test_records_past_the_checkpoint_are_dropped_on_resume(tmp_path):
+  recorder = records.Recorder(str(tmp_path), seed=3, config='c')
+  for step in (10, 20, 30):
+    recorder.scalars('train', step, step / 10, {'loss': 1.0 / step})
+  recorder.flush()
+  recorder.truncate_after(20)
+  rows = records.read_jsonl(str(tmp_path / records.METRICS_FILE))
+  assert [r['step'] for r in rows] == [10, 20]
+  assert rows[0] == {'step': 10, 'epoch': 1.0, 'split': 'train',
+                     'metric': 'loss', 'value': 0.1, 'seed': 3, 'config': 'c'}
+  recorder.close()
+  json.dumps(records.hardware_info())  # Serializable.
+
+
+def test_model_dir_must_be_writable(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('')
+  with pytest.raises(errors.ModelDirError, match='Cannot write'):
+    records.prepare_model_dir(str(blocker / 'run'))
+
+
+def test_durations_read_well():
+  assert progress.format_duration(12.4) == '12s'
+  assert progress.format_duration(245) == '4m05s'
+  assert progress.format_duration(9060) == '2h31m'
