@@ -7,6 +7,8 @@
     -> unbatch -> shuffle (seeded) -> repeat -> batch (per-replica size)
     -> augment (stateless, seed folded with the batch index)
     -> 'minibatch' standardization (needs the final batch)
+    -> shard_by='batches' only: this pipeline's slice of each global batch,
+       one per-replica batch per local replica
     -> prefetch
 
 Elements are (float32 images [B, H, W, C], int32 labels [B]).
@@ -58,7 +60,7 @@ def make_dataset(data_dir, split, global_batch_size,
                  preprocessing='standardize', augment=False, shuffle=None,
                  seed=0, drop_remainder=None, input_context=None, repeat=None,
                  cache=True, dataset=None, verify='full',
-                 shuffle_buffer_size=16384):
+                 shuffle_buffer_size=16384, shard_by='files'):
   """Builds the input pipeline for one split of a prepared data_dir.
 
   Args:
@@ -88,6 +90,17 @@ def make_dataset(data_dir, split, global_batch_size,
     verify: shard check before reading: 'full' (sha256), 'size' or 'none'.
     shuffle_buffer_size: examples in the shuffle buffer (capped by the
       split size).
+    shard_by: how an `input_context` splits the data between input
+      pipelines. 'files' (default): each pipeline reads its own files (or
+      every n-th example) with its own seeds, so the example order depends
+      on the number of pipelines (hosts). 'batches': every pipeline reads
+      the whole split exactly as a single pipeline would (same seeds, same
+      global batches, augmentation keyed by the global batch index) and
+      keeps its contiguous slice of each global batch, split into one
+      per-replica batch per local replica. Training then sees the same
+      global batches whatever the number of hosts and replicas, at the
+      cost of every host reading and augmenting all of the data (like
+      tf.data's AutoShardPolicy.DATA). Needs drop_remainder=True.
 
   Returns:
     A `tf.data.Dataset` of (float32 images [B, H, W, C], int32 labels [B]).
@@ -97,6 +110,9 @@ def make_dataset(data_dir, split, global_batch_size,
       the statistics do not match the shards, or the split does not exist.
   """
   prep.check_preprocessing(preprocessing)
+  if shard_by not in ('files', 'batches'):
+    raise ValueError("`shard_by` must be 'files' or 'batches'. "
+                     f'Received: shard_by={shard_by!r}')
   global_batch_size = _positive_int('global_batch_size', global_batch_size)
   shuffle_buffer_size = _positive_int('shuffle_buffer_size',
                                       shuffle_buffer_size)
@@ -114,6 +130,17 @@ def make_dataset(data_dir, split, global_batch_size,
     num_pipelines = input_context.num_input_pipelines
     pipeline_id = input_context.input_pipeline_id
   else:
+    batch_size, num_pipelines, pipeline_id = global_batch_size, 1, 0
+  global_slice = None
+  if input_context is not None and shard_by == 'batches':
+    if not drop_remainder:
+      raise ValueError("shard_by='batches' slices full global batches: it "
+                       'needs drop_remainder=True. Received: '
+                       'drop_remainder=False')
+    # Read like the only pipeline, then keep rows [start, start + L * b) of
+    # each global batch: L per-replica batches of b for the L local replicas.
+    local = input_context.num_replicas_in_sync // num_pipelines
+    global_slice = (pipeline_id * local * batch_size, local, batch_size)
     batch_size, num_pipelines, pipeline_id = global_batch_size, 1, 0
   file_seed, example_seed, augment_seed = _seeds(seed, pipeline_id)
 
@@ -161,6 +188,16 @@ def make_dataset(data_dir, split, global_batch_size,
 
     ds = ds.enumerate().map(lambda i, xy: finish(i, *xy),
                             num_parallel_calls=AUTOTUNE)
+  if global_slice is not None:
+    start, local, per_replica = global_slice
+
+    def keep_slice(images, labels):
+      end = start + local * per_replica
+      return (tf.reshape(images[start:end], [local, per_replica] +
+                         images.shape[1:].as_list()),
+              tf.reshape(labels[start:end], [local, per_replica]))
+
+    ds = ds.map(keep_slice).unbatch()
   ds = ds.prefetch(AUTOTUNE)
   options = tf.data.Options()
   options.deterministic = True
