@@ -42,6 +42,15 @@ COUNTERPARTS = [
     ('nin_cifar10_batch1', 'nin_cifar10_bn_batch1'),
     ('nin_cifar10', 'nin_cifar10_wn'),
     ('nin_cifar10', 'nin_cifar10_plain'),
+    # gin/reduced (issue 6's reduced-scale protocol).
+    ('reduced/convergence_normprop', 'reduced/convergence_bn'),
+    ('reduced/convergence_normprop', 'reduced/convergence_wn'),
+    ('reduced/convergence_normprop', 'reduced/convergence_plain'),
+    ('reduced/aug_normprop', 'reduced/aug_bn'),
+    ('reduced/ics_normprop', 'reduced/ics_bn'),
+    ('reduced/batch1_normprop', 'reduced/batch1_bn'),
+    ('reduced/batch50_normprop', 'reduced/batch50_bn'),
+    ('reduced/lr_sweep_normprop', 'reduced/lr_sweep_bn'),
 ]
 NORM_SETTINGS = ('run.norm', 'run.synchronized_bn')
 REQUIRED = ['nin_cifar10', 'nin_cifar10_bn', 'nin_cifar10_aug',
@@ -86,11 +95,14 @@ def test_header_names_result_and_exact_command(path):
   header = text.split('\n\n', 1)[0]
   assert header.startswith('# '), 'the header comes first'
   rel = path.relative_to(ROOT).as_posix()
-  assert (f'python -m normprop_tf.train --gin_file={rel} --model_dir='
-          in header), header
+  # Bindings may sit between the file and the model_dir (gin/reduced runs
+  # bind the seed or the swept learning rate).
+  assert re.search(
+      rf"python -m normprop_tf\.train --gin_file={re.escape(rel)}"
+      rf"( --gin_bindings='[^']*')* --model_dir=", header), header
   if path.stem != 'smoke':
     assert "Paper's number:" in header, header
-    assert re.search(r'Table 1|Figure \d', header), header
+    assert re.search(r'Table 1|Figure \d|SPEC.md section 7', header), header
 
 
 def test_every_unconfirmed_base_setting_is_marked():
@@ -142,8 +154,12 @@ def test_builds_model_and_dataset(path, prepared, tmp_path):
   assert isinstance(sgd, keras.optimizers.SGD)
   assert sgd.momentum == pytest.approx(value('momentum'))
   assert float(sgd.learning_rate) == pytest.approx(value('learning_rate'))
-  assert built.total_steps == round(
-      value('epochs') * built.steps_per_epoch)
+  train_steps = bound.get('run.train_steps')
+  if train_steps not in (None, 'None'):
+    assert built.total_steps == int(train_steps)
+  else:
+    assert built.total_steps == round(
+        value('epochs') * built.steps_per_epoch)
   # One training batch of the configured global batch size.
   images, labels = next(iter(built.train_data))
   assert images.shape == (value('global_batch_size'), 32, 32, 3)

@@ -1,0 +1,112 @@
+r"""Runs the reduced-scale protocol of reports/PROTOCOL.md and keeps its records.
+
+    python -m reports.run_protocol [--only=lr_sweep,convergence] [--dry_run]
+
+Each run is `python -m normprop_tf.train --gin_file=gin/reduced/<file>.gin
+[--gin_bindings=...] --model_dir=<work_dir>/<name>`, exactly the command
+printed before it starts and recorded in the run's flags.json. When it ends,
+its plain records (metrics.jsonl, summary.json, operative_config.gin,
+flags.json) are copied to reports/runs/<name>/; checkpoints and events stay
+in --work_dir. Runs whose records are already in reports/runs are skipped,
+so the protocol can be run in batches and resumed. A run that stops with an
+error (e.g. a diverged learning rate) keeps its partial records and an
+`exit_status` file.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+_ONLY = flags.DEFINE_list('only', [], 'Experiment groups to run (default: '
+                          'all): ' + ', '.join(
+                              ['lr_sweep', 'convergence', 'aug', 'input',
+                               'ics', 'batch1']))
+_WORK_DIR = flags.DEFINE_string('work_dir', 'runs/reduced',
+                                'Where model_dirs (checkpoints, events) go.')
+_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the commands only.')
+
+RUNS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'runs')
+RECORDS = ('metrics.jsonl', 'summary.json', 'operative_config.gin',
+           'flags.json')
+LEARNING_RATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+SEEDS = (1, 2)
+
+
+def experiments():
+  """[(group, name, gin file, bindings)] in the order they run."""
+  runs = []
+  for norm in ('normprop', 'bn'):
+    for lr in LEARNING_RATES:
+      runs.append(('lr_sweep', f'lr_sweep_{norm}-lr{lr}',
+                   f'lr_sweep_{norm}', [f'run.learning_rate = {lr}']))
+  for seed in SEEDS:
+    for norm in ('normprop', 'bn', 'wn', 'plain'):
+      runs.append(('convergence', f'convergence_{norm}-s{seed}',
+                   f'convergence_{norm}', [f'run.seed = {seed}']))
+  for seed in SEEDS:
+    for norm in ('normprop', 'bn'):
+      runs.append(('aug', f'aug_{norm}-s{seed}', f'aug_{norm}',
+                   [f'run.seed = {seed}']))
+  for seed in SEEDS:
+    for prep in ('standardize', 'minibatch'):
+      runs.append(('input', f'input_{prep}-s{seed}', f'input_{prep}',
+                   [f'run.seed = {seed}']))
+  for norm in ('normprop', 'bn'):
+    runs.append(('ics', f'ics_{norm}', f'ics_{norm}', []))
+  for norm in ('normprop', 'bn'):
+    for batch in (1, 50):
+      runs.append(('batch1', f'batch{batch}_{norm}', f'batch{batch}_{norm}',
+                   []))
+  return runs
+
+
+def command(name, gin_file, bindings, work_dir):
+  args = [sys.executable, '-m', 'normprop_tf.train',
+          f'--gin_file=gin/reduced/{gin_file}.gin']
+  args += [f'--gin_bindings={b}' for b in bindings]
+  args.append(f'--model_dir={os.path.join(work_dir, name)}')
+  return args
+
+
+def _keep_records(model_dir, dest, status):
+  os.makedirs(dest, exist_ok=True)
+  for record in RECORDS:
+    src = os.path.join(model_dir, record)
+    if os.path.exists(src):
+      shutil.copyfile(src, os.path.join(dest, record))
+  if status:
+    with open(os.path.join(dest, 'exit_status'), 'w') as f:
+      f.write(f'{status}\n')
+
+
+def main(argv):
+  del argv
+  todo = [r for r in experiments() if not _ONLY.value or r[0] in _ONLY.value]
+  start = time.time()
+  for i, (group, name, gin_file, bindings) in enumerate(todo, start=1):
+    dest = os.path.join(RUNS_DIR, name)
+    if os.path.exists(os.path.join(dest, 'metrics.jsonl')):
+      print(f'[{i}/{len(todo)}] {name}: records exist, skipped', flush=True)
+      continue
+    args = command(name, gin_file, bindings, _WORK_DIR.value)
+    shown = shlex.join(['python'] + args[1:])
+    print(f'[{i}/{len(todo)}] {group}: {shown}  '
+          f'({(time.time() - start) / 60:.1f} min so far)', flush=True)
+    if _DRY_RUN.value:
+      continue
+    status = subprocess.run(args, check=False).returncode
+    _keep_records(os.path.join(_WORK_DIR.value, name), dest, status)
+    if status:
+      print(f'  {name} exited with status {status}; records kept.',
+            flush=True)
+  print(f'done in {(time.time() - start) / 60:.1f} min', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
