@@ -3,23 +3,25 @@
 Setup (SPEC.md section 5): standardized Gaussian input, unit-norm orthogonal
 kernels (`UnitNormOrthogonal`), beta = 0.
 
-Values measured by these tests (seeded; float32; TF 2.21 CPU), per layer
-(mean, std) of the layer output:
+Values measured by these tests (their seeds and batches; float32; TF 2.21
+CPU), per layer (mean, std) of the layer output:
 
 Dense, 20 layers of width 1024, batch 1024:
-  gamma = 1:      layer 1 (0.00, 1.00) ... layer 10 (0.00, 1.00) ...
-                  layer 20 (0.01, 1.03). Never outside |mean| < 0.02,
-                  std in [0.99, 1.03].
-  gamma = 1/1.21: (-0.119, 0.827), (-0.213, 0.689), (-0.276, 0.597),
-                  (-0.312, 0.545), (-0.322, 0.522), then settles near
-                  (-0.33, 0.50) through layer 20.
-Conv 3x3, 64 channels, 'valid', 32x32 input, 10 layers:
-  gamma = 1:      every layer within |mean| < 0.005, std in [1.00, 1.01].
-  gamma = 1/1.21: (-0.119, 0.827), (-0.199, 0.700), ... ~(-0.37, 0.43).
-Conv 3x3, 64 channels, 'same', 16x16 input, gamma = 1, 10 layers:
-  (-0.03, 0.96), (-0.05, 0.94), (-0.06, 0.92), ..., (-0.13, 0.84): zero
-  padding lowers the variance near borders and the effect spreads one pixel
-  per layer. SPEC.md measured std 0.85 and mean -0.12 at layer 10.
+  gamma = 1:      (0.001, 1.001), (0.001, 1.002), ... layer 10 (0.002, 1.006),
+                  ... layer 20 (0.013, 1.029). |mean| <= 0.013 and std in
+                  [1.001, 1.029] throughout.
+  gamma = 1/1.21: (-0.118, 0.827), (-0.214, 0.690), (-0.277, 0.595),
+                  (-0.321, 0.536), (-0.322, 0.521), then between
+                  (-0.31, 0.53) and (-0.37, 0.48) through layer 20.
+Conv 3x3, 64 channels, 'valid', 32x32 input, batch 32, 10 layers:
+  gamma = 1:      |mean| <= 0.006, std in [0.995, 1.008] at every layer.
+  gamma = 1/1.21: (-0.119, 0.825), (-0.232, 0.675), (-0.324, 0.555), ...,
+                  (-0.327, 0.513) at layer 10.
+Conv 3x3, 64 channels, 'same', 16x16 input, batch 64, gamma = 1, 10 layers:
+  (-0.032, 0.959), (-0.050, 0.938), (-0.067, 0.917), (-0.084, 0.899), ...,
+  (-0.103, 0.862) at layer 10: zero padding lowers the variance near
+  borders and the effect spreads one pixel per layer. (SPEC.md measured
+  std 0.85 and mean -0.12 at layer 10 with other seeds.)
 Jacobian RMS singular value of each dense layer: 1.21 with gamma = 1
   (theory sqrt(1 / (1 - 1/pi)) = 1.2112) and 1.00 with gamma = 1/1.21.
 """
@@ -102,16 +104,17 @@ def test_paper_gamma_first_layer_statistics(kind, dense_input, conv_input):
 def test_same_padding_lowers_statistics_on_small_maps():
   """16x16 maps, 'same' padding, gamma = 1: the border effect, measured.
 
-  Measured at layer 10: mean -0.128, std 0.838. Asserted within 0.04 of
-  those, and clearly below the 'valid' stack's std of 1.0.
+  Measured at layer 10: mean -0.103, std 0.862 (SPEC.md: -0.12, 0.85 with
+  other seeds). Asserted within 0.04 of the measurement, and clearly below
+  the 'valid' stack's std of 1.0.
   """
   x = np.random.default_rng(6).standard_normal((64, 16, 16, 64)).astype(
       'float32')
   stats = _stack_stats(_conv(1.0, 'same'), x, 10, seed=7)
   means = [s[2] for s in stats]
   stds = [s[3] for s in stats]
-  assert abs(means[-1] - (-0.128)) <= 0.04, means
-  assert abs(stds[-1] - 0.838) <= 0.04, stds
+  assert abs(means[-1] - (-0.103)) <= 0.04, means
+  assert abs(stds[-1] - 0.862) <= 0.04, stds
   # Already below 1 at layer 1 (border pixels), and it compounds with depth.
   assert stds[0] < 0.98 and stds[-1] < stds[0] - 0.08, stds
 
