@@ -2,6 +2,7 @@ r"""Train-step and inference throughput of NIN: NormProp vs BN vs WN vs plain.
 
     python -m benchmarks.step_time [--widths=1.0,0.5] [--batch_sizes=1,50,128]
         [--repetitions=5] [--report=reports/perf.md]
+        [--records_file=reports/runs/speed/step_time.jsonl]
 
 All variants run in one process, interleaved (variant order rotates every
 repetition), after warm-up; each cell is the median of `--repetitions`
@@ -13,13 +14,18 @@ and folded BN models (`normprop_tf.export.fold`). Peak resident memory is
 measured per variant in a fresh subprocess at batch 128, since a process's
 peak only grows.
 
-The table is printed and written into `--report` between markers.
+The table is printed and written into `--report` between markers. With
+`--records_file`, every (width, batch, variant) cell is also written as one
+JSON line (seconds per step: median, min and max over the repetitions;
+images/s; peak RSS; hardware; the command), the input of experiment 5 of
+reports/PROTOCOL.md (`python -m reports.make_report`).
 """
 
 import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -33,6 +39,7 @@ import tensorflow as tf
 
 from normprop_tf import export
 from normprop_tf import models
+from normprop_tf import records
 
 _WIDTHS = flags.DEFINE_list('widths', ['1.0', '0.5'], 'NIN widths.')
 _BATCHES = flags.DEFINE_list('batch_sizes', ['1', '50', '128'],
@@ -43,6 +50,9 @@ _STEPS = flags.DEFINE_integer('steps', 0, 'Steps per timing; 0 picks about '
 _REPORT = flags.DEFINE_string('report', 'reports/perf.md',
                               'Markdown file to update; empty to skip.')
 _MEMORY = flags.DEFINE_bool('memory', True, 'Also measure peak RSS.')
+_RECORDS = flags.DEFINE_string(
+    'records_file', '', 'If set, also write one JSON line per (width, batch, '
+    'variant) here, e.g. reports/runs/speed/step_time.jsonl; empty to skip.')
 _ONE = flags.DEFINE_string('one_variant', None, 'Internal: measure one '
                            'variant\'s peak RSS (norm:width:batch) and exit.')
 
@@ -98,8 +108,12 @@ class _Predictor:
     return (time.perf_counter() - start) / steps
 
 
-def _measure(runners, reps, steps_override):
-  """Interleaved medians of seconds per step, {name: seconds}."""
+def _measure(runners, reps, steps_override, raw=None):
+  """Interleaved medians of seconds per step, {name: seconds}.
+
+  If `raw` is a dict, it receives {name: (steps per timing, [seconds per
+  step of each repetition])}.
+  """
   steps = {}
   for name, run in runners.items():
     run(2)  # Warm-up: tracing and first-call allocations.
@@ -110,6 +124,8 @@ def _measure(runners, reps, steps_override):
   for rep in range(reps):
     for name in names[rep % len(names):] + names[:rep % len(names)]:
       times[name].append(runners[name](steps[name]))
+  if raw is not None:
+    raw.update({name: (steps[name], times[name]) for name in names})
   return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -171,24 +187,64 @@ def _write_report(path, table, seconds):
     f.write(text)
 
 
+def _write_records(path, raw, memory, seconds):
+  """One JSON line per (width, batch, variant), for reports/make_report."""
+  common = {
+      'command': shlex.join(['python', '-m', 'benchmarks.step_time'] +
+                            sys.argv[1:]),
+      'hardware': records.hardware_info(),
+      'repetitions': _REPS.value,
+      'total_seconds': round(seconds, 1),
+  }
+  lines = []
+  for (width, batch, kind), cells in raw.items():
+    if kind != 'train':
+      continue
+    infer = raw[(width, batch, 'infer')]
+    for name in list(NORMS) + ['normprop_folded', 'batchnorm_folded']:
+      row = dict(common, width=width, batch=batch, variant=name,
+                 peak_rss_mb=memory.get((width, name)),
+                 peak_rss_batch=128 if (width, name) in memory else None)
+      for prefix, cell in (('train', cells.get(name)),
+                           ('infer', infer.get(name))):
+        steps, times = cell if cell else (None, None)
+        median = statistics.median(times) if times else None
+        row.update({
+            f'{prefix}_sec_per_step': median,
+            f'{prefix}_sec_min': min(times) if times else None,
+            f'{prefix}_sec_max': max(times) if times else None,
+            f'{prefix}_img_per_sec': batch / median if median else None,
+            f'{prefix}_steps_per_timing': steps})
+      lines.append(json.dumps(row, sort_keys=True))
+  if os.path.dirname(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write('\n'.join(lines) + '\n')
+  print(f'records: {path} ({len(lines)} lines)')
+
+
 def main(argv):
   del argv
   if _ONE.value:
     _one_variant(_ONE.value)
     return
   start = time.time()
-  results, memory = {}, {}
+  results, memory, raw = {}, {}, {}
   for width in [float(w) for w in _WIDTHS.value]:
     for batch in [int(b) for b in _BATCHES.value]:
       print(f'width {width}, batch {batch}: measuring ...', flush=True)
       trainers = {n: _Trainer(n, width, batch) for n in NORMS}
-      train = _measure(trainers, _REPS.value, _STEPS.value)
+      raw[(width, batch, 'train')] = {}
+      train = _measure(trainers, _REPS.value, _STEPS.value,
+                       raw[(width, batch, 'train')])
       predictors = {n: _Predictor(t.model, batch) for n, t in trainers.items()}
       predictors['normprop_folded'] = _Predictor(
           export.fold(trainers['normprop'].model), batch)
       predictors['batchnorm_folded'] = _Predictor(
           export.fold(trainers['batchnorm'].model), batch)
-      infer = _measure(predictors, _REPS.value, _STEPS.value)
+      raw[(width, batch, 'infer')] = {}
+      infer = _measure(predictors, _REPS.value, _STEPS.value,
+                       raw[(width, batch, 'infer')])
       results[(width, batch)] = {'train': train, 'infer': infer}
       print('  train img/s: ' + ', '.join(
           f'{n} {batch / s:,.1f}' for n, s in train.items()), flush=True)
@@ -199,6 +255,8 @@ def main(argv):
   print(table)
   if _REPORT.value:
     _write_report(_REPORT.value, table, time.time() - start)
+  if _RECORDS.value:
+    _write_records(_RECORDS.value, raw, memory, time.time() - start)
 
 
 if __name__ == '__main__':
