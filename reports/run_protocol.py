@@ -39,7 +39,11 @@ SEEDS = (1, 2)
 
 
 def experiments():
-  """[(group, name, gin file, bindings)] in the order they run."""
+  """[(group, name, gin file, bindings)] in the order they run.
+
+  The cheaper, more central experiments come first, so that a run in
+  batches yields the main comparisons early.
+  """
   runs = []
   for norm in ('normprop', 'bn'):
     for lr in LEARNING_RATES:
@@ -50,10 +54,6 @@ def experiments():
       runs.append(('convergence', f'convergence_{norm}-s{seed}',
                    f'convergence_{norm}', [f'run.seed = {seed}']))
   for seed in SEEDS:
-    for norm in ('normprop', 'bn'):
-      runs.append(('aug', f'aug_{norm}-s{seed}', f'aug_{norm}',
-                   [f'run.seed = {seed}']))
-  for seed in SEEDS:
     for prep in ('standardize', 'minibatch'):
       runs.append(('input', f'input_{prep}-s{seed}', f'input_{prep}',
                    [f'run.seed = {seed}']))
@@ -63,6 +63,10 @@ def experiments():
     for batch in (1, 50):
       runs.append(('batch1', f'batch{batch}_{norm}', f'batch{batch}_{norm}',
                    []))
+  for seed in SEEDS:
+    for norm in ('normprop', 'bn'):
+      runs.append(('aug', f'aug_{norm}-s{seed}', f'aug_{norm}',
+                   [f'run.seed = {seed}']))
   return runs
 
 
