@@ -25,6 +25,14 @@ def _build(layer, x, seed=0):
   return [np.asarray(v.numpy(), np.float64) for v in layer.weights]
 
 
+def _reference_activation(activation):
+  """f, c1 and c2 for reference.normprop; {} for the classifier form."""
+  if activation is None:
+    return {}
+  m = activations.moments(activation)
+  return dict(f=activations.numpy_fn(activation), c1=m.mean, c2=m.std)
+
+
 def _input(shape, dtype, seed=1):
   x = np.random.default_rng(seed).standard_normal(shape)
   return x.astype('float16' if dtype == 'mixed_float16' else dtype)
@@ -41,10 +49,7 @@ def test_normprop_dense_matches_numpy(dtype, activation, divisor):
                                weight_norm_divisor=divisor)
   w, gamma, beta = _build(layer, x)
   got = np.asarray(layer(x), np.float64)
-  kw = {}
-  if activation is not None:
-    m = activations.moments(activation)
-    kw = dict(f=activations.numpy_fn(activation), c1=m.mean, c2=m.std)
+  kw = _reference_activation(activation)
   want = reference.normprop(x, w, gamma, beta, divisor=divisor or 1.0, **kw)
   np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=ATOL[dtype])
 
@@ -59,10 +64,7 @@ def test_normprop_conv_matches_numpy(dtype, activation, stride, padding):
                                 activation=activation, dtype=dtype)
   w, gamma, beta = _build(layer, x)
   got = np.asarray(layer(x), np.float64)
-  kw = {}
-  if activation is not None:
-    m = activations.moments(activation)
-    kw = dict(f=activations.numpy_fn(activation), c1=m.mean, c2=m.std)
+  kw = _reference_activation(activation)
   want = reference.normprop(x, w, gamma, beta, conv=True, stride=stride,
                             padding=padding, **kw)
   np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=ATOL[dtype])
