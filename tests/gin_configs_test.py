@@ -182,3 +182,22 @@ def test_configs_are_read_through_tf_io_gfile():
   gin_utils.parse(['ram://gin_test/exp.gin'])
   assert gin.query_parameter('run.width') == 0.25
   assert gin.query_parameter('run.norm') == 'normprop'
+
+
+@pytest.mark.parametrize(
+    'path', sorted((GIN / 'reduced').glob('*.gin')), ids=lambda p: p.stem)
+def test_reduced_files_keep_the_full_experiments_learning_rate(path):
+  """gin/reduced changes scale, never the optimizer of the file it reduces.
+
+  (A batch-1 run once inherited the batch-50 rate from base/reduced.gin and
+  diverged at step 16: this is the check that would have caught it.)
+  """
+  full = re.search(r"include '([^']+)'", path.read_text()).group(1)
+  assert not full.startswith('base/'), 'include the full experiment first'
+  reduced = _bindings(path)
+  original = _bindings(GIN / full)
+  for name in ('run.learning_rate', 'run.momentum', 'run.global_batch_size',
+               'run.norm', 'run.preprocessing', 'run.augment'):
+    if name == 'run.preprocessing' and path.stem.startswith('input_'):
+      continue  # Experiment 4 changes exactly this.
+    assert reduced[name] == original[name], (name, full)
