@@ -192,7 +192,8 @@ class _Intermediates(keras.layers.Layer):
   """
 
   def __init__(self, layer):
-    super().__init__(name=f'{layer.name}_intermediates', dtype=layer.dtype_policy)
+    super().__init__(name=f'{layer.name}_intermediates',
+                     dtype=layer.dtype_policy)
     self.inner = layer
 
   def call(self, inputs):
