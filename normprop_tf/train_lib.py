@@ -320,7 +320,8 @@ def run(model_dir, strategy=None, experiment=None, build_only=False, *,
         epochs=None, train_steps=None, global_batch_size=50, seed=0,
         strategy_name='default', tpu_address=None, input_sharding='files',
         precision_policy='float32', steps_per_loop=1,
-        eval_every_steps=None, eval_batch_size=250, stats_every_steps=100,
+        eval_every_steps=None, eval_test=False, eval_batch_size=250,
+        stats_every_steps=100,
         probe_batch_size=100, log_every_steps=100,
         checkpoint_every_steps=500, keep_checkpoints=3,
         deterministic_ops=False):
@@ -385,6 +386,10 @@ def run(model_dir, strategy=None, experiment=None, build_only=False, *,
       evaluation and checkpoint boundary.
     eval_every_steps: evaluation cadence on the validation split; None:
       once per epoch; 0: only at the end.
+    eval_test: also evaluate the test split at every evaluation, for
+      test-error-against-epoch curves (Figure 3). Off by default: the test
+      split is otherwise touched once, at the end, and never used for any
+      decision. Costs one pass over the test split per evaluation.
     eval_batch_size: global batch size of evaluation.
     stats_every_steps: hidden-layer statistics cadence (0: off).
     probe_batch_size: images in the fixed probe batch (the first images of
@@ -494,6 +499,10 @@ def run(model_dir, strategy=None, experiment=None, build_only=False, *,
     if eval_split:
       eval_data = strategy.distribute_datasets_from_function(
           dataset_fn(eval_split, eval_batch_size, False))
+    test_data = None
+    if 'test' in info['splits']:
+      test_data = strategy.distribute_datasets_from_function(
+          dataset_fn('test', eval_batch_size, False))
     train_loop = _make_train_loop(strategy, model, optimizer,
                                   global_batch_size)
     eval_step = _make_eval_step(strategy, model)
@@ -569,7 +578,7 @@ def run(model_dir, strategy=None, experiment=None, build_only=False, *,
       write_hidden_stats(0)  # The statistics at initialization.
     loop_start = time.monotonic()
     window = _Window(global_batch_size)
-    last_eval = None
+    last_eval = last_test = None
     iterator = iter(train_data)
     while step < total_steps:
       num_steps = int(min(steps_per_loop, total_steps - step,
@@ -606,6 +615,9 @@ def run(model_dir, strategy=None, experiment=None, build_only=False, *,
         last_eval, progress.eval_seconds = evaluate(eval_split, eval_data,
                                                     step)
         progress.evals_left -= 1
+        if eval_test and test_data is not None:
+          last_test, test_seconds = evaluate('test', test_data, step)
+          progress.eval_seconds += test_seconds  # For the ETA.
       if _at(step, checkpoint_every_steps, total_steps):
         # A finite loss at this step says nothing about the weights it
         # produced: check them, so the last checkpoint is always a good one.
@@ -624,10 +636,8 @@ def run(model_dir, strategy=None, experiment=None, build_only=False, *,
     if eval_data is not None:
       final[eval_split] = last_eval or evaluate(eval_split, eval_data,
                                                 step)[0]
-    if 'test' in info['splits']:
-      test_data = strategy.distribute_datasets_from_function(
-          dataset_fn('test', eval_batch_size, False))
-      final['test'] = evaluate('test', test_data, step)[0]
+    if test_data is not None:
+      final['test'] = last_test or evaluate('test', test_data, step)[0]
     if chief:
       model.save(os.path.join(model_dir, MODEL_FILE))
       model.export(os.path.join(model_dir, SAVED_MODEL_DIR), verbose=False)

@@ -141,6 +141,22 @@ def test_mixed_float16_and_multi_step_loops(prepared, tmp_path):
   assert built.start_step == 7  # Restored from the finished run.
 
 
+def test_eval_test_records_the_test_split_at_every_evaluation(prepared,
+                                                             tmp_path):
+  """Test error per evaluation, with the final one reused, not recomputed."""
+  data_dir, _ = prepared
+  summary = train_lib.run(
+      str(tmp_path / 'run'), data_dir=data_dir, width=0.05, train_steps=6,
+      global_batch_size=10, eval_batch_size=50, stats_every_steps=0,
+      eval_every_steps=3, eval_test=True)
+  rows = records.read_jsonl(str(tmp_path / 'run' / records.METRICS_FILE))
+  errors_at = lambda split: [(r['step'], r['value']) for r in rows
+                             if r['split'] == split and r['metric'] == 'error']
+  assert [step for step, _ in errors_at('validation')] == [3, 6]
+  assert [step for step, _ in errors_at('test')] == [3, 6]
+  assert summary['final_test_error'] == errors_at('test')[-1][1]
+
+
 def test_bad_knob_values_are_config_errors(prepared, tmp_path):
   data_dir, _ = prepared
   with pytest.raises(errors.ConfigError, match='Received: norm='):
