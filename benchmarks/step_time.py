@@ -34,11 +34,10 @@ import time
 from absl import app
 from absl import flags
 import keras
-import numpy as np
 import tensorflow as tf
 
+from benchmarks import harness
 from normprop_tf import export
-from normprop_tf import models
 from normprop_tf import records
 
 _WIDTHS = flags.DEFINE_list('widths', ['1.0', '0.5'], 'NIN widths.')
@@ -58,54 +57,6 @@ _ONE = flags.DEFINE_string('one_variant', None, 'Internal: measure one '
 
 NORMS = ('normprop', 'batchnorm', 'weightnorm', 'none')
 _BEGIN, _END = '<!-- step_time:begin -->', '<!-- step_time:end -->'
-
-
-def _model(norm, width):
-  keras.utils.set_random_seed(0)
-  model = models.nin(norm, width=width)
-  model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                loss=keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=True), jit_compile=False)
-  return model
-
-
-def _data(batch):
-  rng = np.random.default_rng(0)
-  x = rng.standard_normal((batch, 32, 32, 3)).astype('float32')
-  y = rng.integers(0, 10, batch).astype('int32')
-  return x, y
-
-
-class _Trainer:
-  """Times `steps` train steps of one model via model.fit."""
-
-  def __init__(self, norm, width, batch):
-    self.model = _model(norm, width)
-    x, y = _data(batch)
-    self.ds = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(2)
-    self.batch = batch
-
-  def __call__(self, steps):
-    start = time.perf_counter()
-    self.model.fit(self.ds, steps_per_epoch=steps, epochs=1, verbose=0,
-                   shuffle=False)
-    return (time.perf_counter() - start) / steps
-
-
-class _Predictor:
-  """Times compiled inference calls of one model."""
-
-  def __init__(self, model, batch):
-    self.x = tf.constant(_data(batch)[0])
-    self.fn = tf.function(lambda x: model(x, training=False))
-    self.batch = batch
-
-  def __call__(self, steps):
-    start = time.perf_counter()
-    for _ in range(steps):
-      out = self.fn(self.x)
-    out.numpy()
-    return (time.perf_counter() - start) / steps
 
 
 def _measure(runners, reps, steps_override, raw=None):
@@ -139,7 +90,7 @@ def _peak_rss_mb(norm, width, batch):
 
 def _one_variant(spec):
   norm, width, batch = spec.split(':')
-  _Trainer(norm, float(width), int(batch))(3)
+  harness.Trainer(norm, float(width), int(batch))(3)
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   print(json.dumps({'peak_rss_mb': round(peak, 1)}))
 
@@ -165,18 +116,71 @@ def _table(results, memory):
   return '\n'.join(lines)
 
 
-def _write_report(path, table, seconds):
+def _targets(results):
+  """Issue 7's targets as a Markdown table: ratio, target, met or missed.
+
+  Ratios are of throughputs (img/s) measured in this one run.
+  """
+  rows = []
+
+  def ratio(width, batch, kind, name, base):
+    cell = results.get((width, batch))
+    if not cell or name not in cell[kind] or base not in cell[kind]:
+      return None
+    return cell[kind][base] / cell[kind][name]  # seconds: base / name.
+
+  def add(what, value, target):
+    if value is None:
+      return
+    verdict = ('-' if target is None else
+               '**met**' if value >= target else '**missed**')
+    rows.append(f'| {what} | {value:.3f}x | '
+                f'{"report" if target is None else f">= {target}x"} | '
+                f'{verdict} |')
+
+  widths = sorted({w for w, _ in results}, reverse=True)
+  batches = sorted({b for _, b in results})
+  for width in widths:
+    for batch in (b for b in batches if b >= 50):
+      add(f'train, NormProp / plain, width {width}, batch {batch}',
+          ratio(width, batch, 'train', 'normprop', 'none'), 0.95)
+  for width in widths:
+    for batch in (b for b in batches if b >= 50):
+      add(f'train, NormProp / BN, width {width}, batch {batch}',
+          ratio(width, batch, 'train', 'normprop', 'batchnorm'),
+          1.2 if (width, batch) == (1.0, 128) else None)
+  for width in widths:
+    for batch in batches:
+      add(f'inference, folded NormProp / plain, width {width}, batch {batch}',
+          ratio(width, batch, 'infer', 'normprop_folded', 'none'), 0.98)
+  for width in widths:
+    for batch in batches:
+      add(f'inference, NormProp (unfolded) / plain, width {width}, batch '
+          f'{batch}', ratio(width, batch, 'infer', 'normprop', 'none'), None)
+      add(f'inference, folded BN / plain, width {width}, batch {batch}',
+          ratio(width, batch, 'infer', 'batchnorm_folded', 'none'), None)
+  for width in widths:
+    if (width, 1) in results:
+      add(f'train, NormProp / plain, width {width}, batch 1 '
+          f'({1 / results[(width, 1)]["train"]["normprop"]:.1f} img/s)',
+          ratio(width, 1, 'train', 'normprop', 'none'), None)
+  return '\n'.join(['| ratio of throughputs | measured | target | |',
+                    '|---|---:|---|---|'] + rows)
+
+
+def _write_report(path, table, results, seconds):
   cpu = platform.processor() or platform.machine()
+  command = shlex.join(['python', '-m', 'benchmarks.step_time'] + sys.argv[1:])
   body = '\n'.join([
       _BEGIN, '## Train step and inference throughput (NIN, CIFAR shapes)',
       '',
-      f'Command: `python -m benchmarks.step_time` ({seconds / 60:.0f} min). '
+      f'Command: `{command}` ({seconds / 60:.0f} min). '
       f'Machine: {os.cpu_count()} CPU cores ({cpu}), no GPU; TF '
       f'{tf.__version__}, Keras {keras.__version__}, no XLA. Median of '
       f'{_REPS.value} interleaved repetitions after warm-up; synthetic '
       'in-memory batches, so the input pipeline costs nothing. "folded" '
       'rows are `normprop_tf.export.fold` models (inference only).', '',
-      table, '', _END])
+      table, '', '### Targets (issue 7)', '', _targets(results), '', _END])
   text = open(path).read() if os.path.exists(path) else '# Performance\n'
   if _BEGIN in text:
     text = text[:text.index(_BEGIN)] + body + text[text.index(_END) +
@@ -233,14 +237,14 @@ def main(argv):
   for width in [float(w) for w in _WIDTHS.value]:
     for batch in [int(b) for b in _BATCHES.value]:
       print(f'width {width}, batch {batch}: measuring ...', flush=True)
-      trainers = {n: _Trainer(n, width, batch) for n in NORMS}
+      trainers = {n: harness.Trainer(n, width, batch) for n in NORMS}
       raw[(width, batch, 'train')] = {}
       train = _measure(trainers, _REPS.value, _STEPS.value,
                        raw[(width, batch, 'train')])
-      predictors = {n: _Predictor(t.model, batch) for n, t in trainers.items()}
-      predictors['normprop_folded'] = _Predictor(
+      predictors = {n: harness.Predictor(t.model, batch) for n, t in trainers.items()}
+      predictors['normprop_folded'] = harness.Predictor(
           export.fold(trainers['normprop'].model), batch)
-      predictors['batchnorm_folded'] = _Predictor(
+      predictors['batchnorm_folded'] = harness.Predictor(
           export.fold(trainers['batchnorm'].model), batch)
       raw[(width, batch, 'infer')] = {}
       infer = _measure(predictors, _REPS.value, _STEPS.value,
@@ -253,8 +257,9 @@ def main(argv):
         memory[(width, norm)] = _peak_rss_mb(norm, width, 128)
   table = _table(results, memory)
   print(table)
+  print(_targets(results))
   if _REPORT.value:
-    _write_report(_REPORT.value, table, time.time() - start)
+    _write_report(_REPORT.value, table, results, time.time() - start)
   if _RECORDS.value:
     _write_records(_RECORDS.value, raw, memory, time.time() - start)
 
