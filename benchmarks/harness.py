@@ -14,16 +14,9 @@ from normprop_tf import models
 
 
 def make_model(norm, width):
-  """`models.nin(norm, width)`, seeded, compiled for SGD + momentum, no XLA.
-
-  STACK.md: `jit_compile=True` made every variant ~4x slower on this CPU.
-  """
+  """`models.nin(norm, width=width)` with seeded initialization."""
   keras.utils.set_random_seed(0)
-  model = models.nin(norm, width=width)
-  model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                loss=keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=True), jit_compile=False)
-  return model
+  return models.nin(norm, width=width)
 
 
 def synthetic_batch(batch):
@@ -35,22 +28,43 @@ def synthetic_batch(batch):
 
 
 class Trainer:
-  """Times training steps of one model via `model.fit`.
+  """Times training steps of one model: SGD + momentum, no XLA.
 
-  The input is one in-memory batch repeated, so the input pipeline costs
-  nothing. Calling it with `steps` returns seconds per step.
+  One step is a `tf.function` of forward, loss, gradient and optimizer
+  update, called once per step from Python, as `normprop_tf.train_lib`'s
+  loop does (and `model.fit` with `steps_per_execution=1`). Not `model.fit`
+  itself: in Keras 3.15 about half of the `fit` calls spend ~1.8 s after the
+  last step (measured at width 1.0, batch 128, with and without prefetch and
+  garbage collection), which made repeated timings bimodal. No XLA: STACK.md
+  found `jit_compile=True` ~4x slower on this CPU. The input is one
+  in-memory batch, so the input pipeline costs nothing. Calling it with
+  `steps` returns seconds per step, after fetching the last loss.
   """
 
   def __init__(self, norm, width, batch):
     self.model = make_model(norm, width)
-    x, y = synthetic_batch(batch)
-    self.ds = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(2)
     self.batch = batch
+    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    optimizer.build(self.model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    x, y = (tf.constant(a) for a in synthetic_batch(batch))
+    model = self.model
+
+    @tf.function(jit_compile=False)
+    def step():
+      with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+      grads = tape.gradient(loss, model.trainable_variables)
+      optimizer.apply(grads, model.trainable_variables)
+      return loss
+
+    self._step = step
 
   def __call__(self, steps):
     start = time.perf_counter()
-    self.model.fit(self.ds, steps_per_epoch=steps, epochs=1, verbose=0,
-                   shuffle=False)
+    for _ in range(steps):
+      loss = self._step()
+    loss.numpy()
     return (time.perf_counter() - start) / steps
 
 

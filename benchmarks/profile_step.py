@@ -4,8 +4,8 @@ r"""Where a NIN training step spends its time: TF profiler, per op type.
         [--norms=normprop,none,batchnorm,weightnorm] [--steps=5]
         [--report=reports/perf.md]
 
-For each variant it builds the same `model.fit` trainer as
-`benchmarks.step_time` (`benchmarks.harness`), warms it up, traces `--steps` steps with
+For each variant it builds the same training step as `benchmarks.step_time`
+(`benchmarks.harness.Trainer`), warms it up, traces `--steps` steps with
 `tf.profiler.experimental` and reads the trace (XSpace protobuf) back: the
 time of every TF op executed on the compute threads, summed per op type and
 divided by the number of steps. It prints a table (ms per step, one column
@@ -117,7 +117,8 @@ def _write_report(path, text):
       _BEGIN, '## Where the training step time goes (TF profiler)', '',
       f'Command: `python -m benchmarks.profile_step --width={_WIDTH.value} '
       f'--batch_size={_BATCH.value} --report={path}`. Op times from the TF '
-      f'profiler trace of {_STEPS.value} `model.fit` steps per variant, '
+      f'profiler trace of {_STEPS.value} training steps per variant '
+      '(`benchmarks/harness.py`), '
       'summed over both compute threads (so a row is CPU time, not wall '
       'time).', '', text, '', _END])
   old = open(path).read() if os.path.exists(path) else '# Performance\n'

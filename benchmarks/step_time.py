@@ -6,9 +6,10 @@ r"""Train-step and inference throughput of NIN: NormProp vs BN vs WN vs plain.
 
 All variants run in one process, interleaved (variant order rotates every
 repetition), after warm-up; each cell is the median of `--repetitions`
-timings of `--steps` steps. Training uses `model.fit` on a repeated
-in-memory batch (SGD + momentum, no XLA: STACK.md found it 4x slower on this
-CPU), so the input pipeline costs nothing. Inference uses
+timings of `--steps` steps. Training steps are `benchmarks.harness.Trainer`
+(a compiled forward/backward/SGD-momentum step called from Python, as the
+training loop does; no XLA; why not `model.fit`: see there) on one
+in-memory batch, so the input pipeline costs nothing. Inference uses
 `model.predict_on_batch`-style compiled calls, also for the folded NormProp
 and folded BN models (`normprop_tf.export.fold`). Peak resident memory is
 measured per variant in a fresh subprocess at batch 128, since a process's
@@ -178,7 +179,9 @@ def _write_report(path, table, results, seconds):
       f'Machine: {os.cpu_count()} CPU cores ({cpu}), no GPU; TF '
       f'{tf.__version__}, Keras {keras.__version__}, no XLA. Median of '
       f'{_REPS.value} interleaved repetitions after warm-up; synthetic '
-      'in-memory batches, so the input pipeline costs nothing. "folded" '
+      'in-memory batches, so the input pipeline costs nothing; a training '
+      'step is one compiled forward + backward + SGD-momentum update '
+      '(`benchmarks/harness.py`). "folded" '
       'rows are `normprop_tf.export.fold` models (inference only).', '',
       table, '', '### Targets (issue 7)', '', _targets(results), '', _END])
   text = open(path).read() if os.path.exists(path) else '# Performance\n'

@@ -16,7 +16,7 @@ METHODS = {'normprop': 'NormProp', 'bn': 'BN', 'wn': 'weight norm',
 # SPEC.md section 4, Table 1 (reconstructed from memory, unverified).
 PAPER_TABLE1 = {'C10': {'normprop': 0.0911, 'bn': 0.0941},
                 'C10+aug': {'normprop': 0.0747, 'bn': 0.0725}}
-SPEED_COMMAND = ('python -m benchmarks.step_time --widths=0.25,1.0 '
+SPEED_COMMAND = ('python -m benchmarks.step_time --widths=1.0,0.5 '
                  '--records_file=reports/runs/speed/step_time.jsonl')
 
 
