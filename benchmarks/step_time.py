@@ -1,12 +1,13 @@
 r"""Train-step and inference throughput of NIN: NormProp vs BN vs WN vs plain.
 
     python -m benchmarks.step_time [--widths=1.0,0.5] [--batch_sizes=1,50,128]
-        [--repetitions=5] [--report=reports/perf.md]
+        [--repetitions=5] [--inference_repetitions=11]
+        [--report=reports/perf.md]
         [--records_file=reports/runs/speed/step_time.jsonl]
 
 All variants run in one process, interleaved (variant order rotates every
 repetition), after warm-up; each cell is the median of `--repetitions`
-timings of `--steps` steps. Training steps are `benchmarks.harness.Trainer`
+(inference: `--inference_repetitions`) timings of `--steps` steps. Training steps are `benchmarks.harness.Trainer`
 (a compiled forward/backward/SGD-momentum step called from Python, as the
 training loop does; no XLA; why not `model.fit`: see there) on one
 in-memory batch, so the input pipeline costs nothing. Inference uses
@@ -44,7 +45,12 @@ from normprop_tf import records
 _WIDTHS = flags.DEFINE_list('widths', ['1.0', '0.5'], 'NIN widths.')
 _BATCHES = flags.DEFINE_list('batch_sizes', ['1', '50', '128'],
                              'Batch sizes.')
-_REPS = flags.DEFINE_integer('repetitions', 5, 'Timings per cell (median).')
+_REPS = flags.DEFINE_integer('repetitions', 5, 'Training timings per cell '
+                             '(median).')
+_INFER_REPS = flags.DEFINE_integer(
+    'inference_repetitions', 11, 'Inference timings per cell (median). More '
+    'than for training: they are cheap, and folded vs plain differ by ~1%, '
+    'less than the +-5% spread of single timings on this machine.')
 _STEPS = flags.DEFINE_integer('steps', 0, 'Steps per timing; 0 picks about '
                               '2 s of work per timing from a first estimate.')
 _REPORT = flags.DEFINE_string('report', 'reports/perf.md',
@@ -178,7 +184,8 @@ def _write_report(path, table, results, seconds):
       f'Command: `{command}` ({seconds / 60:.0f} min). '
       f'Machine: {os.cpu_count()} CPU cores ({cpu}), no GPU; TF '
       f'{tf.__version__}, Keras {keras.__version__}, no XLA. Median of '
-      f'{_REPS.value} interleaved repetitions after warm-up; synthetic '
+      f'{_REPS.value} (training) and {_INFER_REPS.value} (inference) '
+      'interleaved repetitions after warm-up; synthetic '
       'in-memory batches, so the input pipeline costs nothing; a training '
       'step is one compiled forward + backward + SGD-momentum update '
       '(`benchmarks/harness.py`). "folded" '
@@ -201,6 +208,7 @@ def _write_records(path, raw, memory, seconds):
                             sys.argv[1:]),
       'hardware': records.hardware_info(),
       'repetitions': _REPS.value,
+      'inference_repetitions': _INFER_REPS.value,
       'total_seconds': round(seconds, 1),
   }
   lines = []
@@ -250,7 +258,7 @@ def main(argv):
       predictors['batchnorm_folded'] = harness.Predictor(
           export.fold(trainers['batchnorm'].model), batch)
       raw[(width, batch, 'infer')] = {}
-      infer = _measure(predictors, _REPS.value, _STEPS.value,
+      infer = _measure(predictors, _INFER_REPS.value, _STEPS.value,
                        raw[(width, batch, 'infer')])
       results[(width, batch)] = {'train': train, 'infer': infer}
       print('  train img/s: ' + ', '.join(

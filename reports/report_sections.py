@@ -321,7 +321,9 @@ def exp5_speed(ctx):
   lines += [f'Command: `{first.get("command", SPEED_COMMAND)}` '
             f'([`benchmarks/step_time.py`](../benchmarks/step_time.py)); '
             f'hardware: {lib.hardware_string(first.get("hardware"))}; '
-            f'{first.get("repetitions", "?")} repetitions per cell.', '']
+            f'{first.get("repetitions", "?")} (training) and '
+            f'{first.get("inference_repetitions", first.get("repetitions", "?"))}'
+            ' (inference) repetitions per cell.', '']
   widths = sorted({r['width'] for r in rows})
   panels = []
   for width in widths:
