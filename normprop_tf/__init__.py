@@ -1,12 +1,13 @@
 """normprop_tf: Normalization Propagation (Arpit et al., ICML 2016) for Keras 3.
 
-The core modules (`activations`, `functional`, `initializers`, `layers`,
-`models`) import Keras and NumPy only, never TensorFlow, so they run under
+The core modules (`activations`, `export`, `functional`, `initializers`,
+`layers`, `models`) import Keras and NumPy only, never TensorFlow, so they run under
 any Keras backend. The TensorFlow-only parts (`normprop_tf.data`, training)
 are separate modules and are not imported here.
 """
 
 from normprop_tf import activations
+from normprop_tf import export
 from normprop_tf import initializers
 from normprop_tf import layers
 from normprop_tf import models
