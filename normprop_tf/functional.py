@@ -121,14 +121,16 @@ def weight_norm(x, kernel, g, bias, linear, activation=None,
 def add_bias(y, bias):
   """y + bias, per output unit (the last axis).
 
-  `ops.add`, not `+`: with a vector bias the TensorFlow backend emits
-  `BiasAdd` rather than `AddV2`. Grappler and oneDNN fuse Conv2D + BiasAdd +
-  ReLU into one kernel, and the bias gradient (`BiasAddGrad`) into the
-  filter gradient (`Conv2DBackpropFilterWithBias`). With `+` the bias
-  gradient is a separate `Sum` over every activation, ~4% of a NIN training
-  step on CPU (benchmarks/profile_step.py). Same values either way.
+  The `+` operator, not `ops.add`: for a vector bias the TensorFlow backend
+  turns `ops.add` into `BiasAdd`, whose gradient oneDNN fuses into the
+  filter gradient (`Conv2DBackpropFilterWithBias`). That saves CPU time
+  (~75 ms of op time per NIN step at width 1.0, batch 128) but costs wall
+  time on this 2-core machine: the separate `Sum` of `+`'s gradient runs on
+  the other core, in parallel with the filter gradient. Measured,
+  interleaved, median of 7: NormProp training 2-8% faster with `+`
+  (reports/perf.md). The forward pass fuses conv + add + ReLU either way.
   """
-  return ops.add(y, bias)
+  return y + bias
 
 
 def dense(x, w):
