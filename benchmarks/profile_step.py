@@ -1,15 +1,16 @@
 r"""Where a NIN training step spends its time: TF profiler, per op type.
 
-    python -m benchmarks.profile_step [--width=1.0] [--batch_size=128]
-        [--norms=normprop,none,batchnorm,weightnorm] [--steps=5]
+    python -m benchmarks.profile_step [--width=1.0] [--batch_sizes=128,1]
+        [--norms=normprop,none,batchnorm,weightnorm] [--steps=0]
         [--report=reports/perf.md]
 
 For each variant it builds the same training step as `benchmarks.step_time`
-(`benchmarks.harness.Trainer`), warms it up, traces `--steps` steps with
+(`benchmarks.harness.Trainer`), warms it up, traces `--steps` steps (default:
+about 5 s of them) with
 `tf.profiler.experimental` and reads the trace (XSpace protobuf) back: the
 time of every TF op executed on the compute threads, summed per op type and
-divided by the number of steps. It prints a table (ms per step, one column
-per variant) and, with `--report`, writes it into that Markdown file between
+divided by the number of steps. It prints one table per batch size (ms per step, one
+column per variant) and, with `--report`, writes it into that Markdown file between
 markers. oneDNN op names are kept as they are (`_MklNativeFusedConv2D` is a
 convolution with its BiasAdd and ReLU fused in; `...BackpropFilterWithBias`
 is a filter gradient with the bias gradient fused in).
@@ -33,10 +34,12 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2
 from benchmarks import harness
 
 _WIDTH = flags.DEFINE_float('width', 1.0, 'NIN width.')
-_BATCH = flags.DEFINE_integer('batch_size', 128, 'Batch size.')
+_BATCHES = flags.DEFINE_list('batch_sizes', ['128', '1'], 'Batch sizes, one '
+                             'table each.')
 _NORMS = flags.DEFINE_list('norms', ['normprop', 'none', 'batchnorm',
                                      'weightnorm'], 'Variants to profile.')
-_STEPS = flags.DEFINE_integer('steps', 5, 'Traced training steps.')
+_STEPS = flags.DEFINE_integer('steps', 0, 'Traced training steps; 0: about '
+                              '5 s of steps per variant.')
 _ROWS = flags.DEFINE_integer('rows', 14, 'Op types shown (largest first).')
 _REPORT = flags.DEFINE_string('report', '', 'Markdown file to update between '
                               'markers (e.g. reports/perf.md); empty: skip.')
@@ -74,7 +77,9 @@ def op_times(xspace_path):
 def profile(norm, width, batch, steps):
   """Returns ({op type: ms per step}, wall seconds per traced step)."""
   trainer = harness.Trainer(norm, width, batch)
-  trainer(3)  # Tracing and warm-up outside the trace.
+  trainer(2)  # Tracing and warm-up, outside the trace.
+  per_step = trainer(3)
+  steps = steps or max(5, min(200, int(5.0 / per_step)))
   with tempfile.TemporaryDirectory() as logdir:
     tf.profiler.experimental.start(logdir)
     start = time.perf_counter()
@@ -112,16 +117,19 @@ def table(results, rows):
   return '\n'.join(lines)
 
 
-def _write_report(path, text):
-  body = '\n'.join([
-      _BEGIN, '## Where the training step time goes (TF profiler)', '',
-      f'Command: `python -m benchmarks.profile_step --width={_WIDTH.value} '
-      f'--batch_size={_BATCH.value} --report={path}`. Op times from the TF '
-      f'profiler trace of {_STEPS.value} training steps per variant '
-      '(`benchmarks/harness.py`), '
-      'summed over both compute threads (so a row is CPU time, not wall '
-      'time).', '', text, '', _END])
+def _write_report(path, sections):
+  body = [_BEGIN, '## Where the training step time goes (TF profiler)', '',
+          f'Command: `python -m benchmarks.profile_step --width={_WIDTH.value} '
+          f'--batch_sizes={",".join(_BATCHES.value)} --report={path}`. Op '
+          'times from the TF profiler trace of the training steps '
+          '(`benchmarks/harness.py`) of each variant, summed over both '
+          'compute threads: a row is CPU time, not wall time, so rows can add '
+          'up to more than the wall time per step.', '']
+  for batch, text in sections:
+    body += [f'### Width {_WIDTH.value}, batch {batch}', '', text, '']
+  body.append(_END)
   old = open(path).read() if os.path.exists(path) else '# Performance\n'
+  body = '\n'.join(body)
   if _BEGIN in old:
     old = old[:old.index(_BEGIN)] + body + old[old.index(_END) + len(_END):]
   else:
@@ -132,15 +140,18 @@ def _write_report(path, text):
 
 def main(argv):
   del argv
-  results = {}
-  for norm in _NORMS.value:
-    print(f'profiling {norm} (width {_WIDTH.value}, batch {_BATCH.value}) ...',
-          flush=True)
-    results[norm] = profile(norm, _WIDTH.value, _BATCH.value, _STEPS.value)
-  text = table(results, _ROWS.value)
-  print(text)
+  sections = []
+  for batch in [int(b) for b in _BATCHES.value]:
+    results = {}
+    for norm in _NORMS.value:
+      print(f'profiling {norm} (width {_WIDTH.value}, batch {batch}) ...',
+            flush=True)
+      results[norm] = profile(norm, _WIDTH.value, batch, _STEPS.value)
+    text = table(results, _ROWS.value)
+    print(text)
+    sections.append((batch, text))
   if _REPORT.value:
-    _write_report(_REPORT.value, text)
+    _write_report(_REPORT.value, sections)
 
 
 if __name__ == '__main__':
