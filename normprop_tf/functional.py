@@ -128,7 +128,8 @@ def add_bias(y, bias):
   time on this 2-core machine: the separate `Sum` of `+`'s gradient runs on
   the other core, in parallel with the filter gradient. Measured,
   interleaved, median of 7: NormProp training 2-8% faster with `+`
-  (reports/perf.md). The forward pass fuses conv + add + ReLU either way.
+  (`python -m benchmarks.bias_add_ab`, reports/perf.md). The forward pass
+  fuses conv + add + ReLU either way.
   """
   return y + bias
 
