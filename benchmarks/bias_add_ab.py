@@ -13,8 +13,6 @@ interleaved, median of `--repetitions`: NormProp with `+`, NormProp with
 each NormProp variant's throughput to plain.
 """
 
-import statistics
-
 from absl import app
 from absl import flags
 from keras import ops
@@ -53,20 +51,10 @@ def main(argv):
   print('|---|---|---|---:|---:|')
   for cell in _CELLS.value:
     width, batch = float(cell.split(':')[0]), int(cell.split(':')[1])
-    trainers = _trainers(width, batch)
-    steps = {}
-    for name, trainer in trainers.items():
-      steps[name] = max(3, int(2.0 / trainer(2)))
-    times = {name: [] for name in trainers}
-    names = list(trainers)
-    for rep in range(_REPS.value):
-      for name in names[rep % 3:] + names[:rep % 3]:
-        times[name].append(trainers[name](steps[name]))
-    plain = statistics.median(times['plain'])
-    for name in names:
-      median = statistics.median(times[name])
-      print(f'| {width} | {batch} | {name} | {1000 * median:.1f} | '
-            f'{plain / median:.3f}x |', flush=True)
+    times = harness.interleaved_medians(_trainers(width, batch), _REPS.value)
+    for name, seconds in times.items():
+      print(f'| {width} | {batch} | {name} | {1000 * seconds:.1f} | '
+            f'{times["plain"] / seconds:.3f}x |', flush=True)
 
 
 if __name__ == '__main__':

@@ -1,9 +1,12 @@
 """What every benchmark times: NIN models, synthetic batches, timed calls.
 
-Shared by `benchmarks.step_time` (throughput) and `benchmarks.profile_step`
-(profiler breakdown), so both measure exactly the same training step.
+Shared by `benchmarks.step_time` (throughput), `benchmarks.profile_step`
+(profiler breakdown) and `benchmarks.bias_add_ab`, so all measure exactly
+the same training step, the same way, and write reports/perf.md alike.
 """
 
+import os
+import statistics
 import time
 
 import keras
@@ -86,3 +89,47 @@ class Predictor:
       out = self.fn(self.x)
     out.numpy()
     return (time.perf_counter() - start) / steps
+
+
+def interleaved_medians(runners, reps, steps=0, raw=None):
+  """Median seconds per step of each runner, {name: seconds}.
+
+  Every runner is warmed up (tracing, first-call allocations), then the
+  runners take turns, the order rotating every repetition, so slow drifts
+  of the machine hit all of them alike.
+
+  Args:
+    runners: {name: callable(steps) -> seconds per step}.
+    reps: timings per runner.
+    steps: steps per timing; 0 picks about 2 s of work per timing.
+    raw: if a dict, it receives {name: (steps per timing, [seconds per step
+      of each repetition])}.
+  """
+  per_timing = {}
+  for name, run in runners.items():
+    run(2)
+    per_timing[name] = steps or max(3, min(200, int(2.0 / run(3))))
+  times = {name: [] for name in runners}
+  names = list(runners)
+  for rep in range(reps):
+    for name in names[rep % len(names):] + names[:rep % len(names)]:
+      times[name].append(runners[name](per_timing[name]))
+  if raw is not None:
+    raw.update({name: (per_timing[name], times[name]) for name in names})
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def update_markdown_section(path, begin, end, body):
+  """Replaces the text from marker `begin` to marker `end` in `path`.
+
+  `body` must start with `begin` and end with `end`. Appends it when the
+  markers are absent, and creates the file ('# Performance') if needed, so
+  hand-written text around the markers survives every rerun.
+  """
+  text = open(path).read() if os.path.exists(path) else '# Performance\n'
+  if begin in text:
+    text = text[:text.index(begin)] + body + text[text.index(end) + len(end):]
+  else:
+    text = text.rstrip('\n') + '\n\n' + body + '\n'
+  with open(path, 'w') as f:
+    f.write(text)

@@ -128,14 +128,7 @@ def _write_report(path, sections):
   for batch, text in sections:
     body += [f'### Width {_WIDTH.value}, batch {batch}', '', text, '']
   body.append(_END)
-  old = open(path).read() if os.path.exists(path) else '# Performance\n'
-  body = '\n'.join(body)
-  if _BEGIN in old:
-    old = old[:old.index(_BEGIN)] + body + old[old.index(_END) + len(_END):]
-  else:
-    old = old.rstrip('\n') + '\n\n' + body + '\n'
-  with open(path, 'w') as f:
-    f.write(old)
+  harness.update_markdown_section(path, _BEGIN, _END, '\n'.join(body))
 
 
 def main(argv):

@@ -66,27 +66,6 @@ NORMS = ('normprop', 'batchnorm', 'weightnorm', 'none')
 _BEGIN, _END = '<!-- step_time:begin -->', '<!-- step_time:end -->'
 
 
-def _measure(runners, reps, steps_override, raw=None):
-  """Interleaved medians of seconds per step, {name: seconds}.
-
-  If `raw` is a dict, it receives {name: (steps per timing, [seconds per
-  step of each repetition])}.
-  """
-  steps = {}
-  for name, run in runners.items():
-    run(2)  # Warm-up: tracing and first-call allocations.
-    per_step = run(3)
-    steps[name] = steps_override or max(3, min(200, int(2.0 / per_step)))
-  times = {name: [] for name in runners}
-  names = list(runners)
-  for rep in range(reps):
-    for name in names[rep % len(names):] + names[:rep % len(names)]:
-      times[name].append(runners[name](steps[name]))
-  if raw is not None:
-    raw.update({name: (steps[name], times[name]) for name in names})
-  return {name: statistics.median(t) for name, t in times.items()}
-
-
 def _peak_rss_mb(norm, width, batch):
   proc = subprocess.run(
       [sys.executable, '-m', 'benchmarks.step_time',
@@ -207,14 +186,7 @@ def _write_report(path, table, results, seconds):
       '(`benchmarks/harness.py`). "folded" '
       'rows are `normprop_tf.export.fold` models (inference only).', '',
       table, '', '### Targets (issue 7)', '', _targets(results), '', _END])
-  text = open(path).read() if os.path.exists(path) else '# Performance\n'
-  if _BEGIN in text:
-    text = text[:text.index(_BEGIN)] + body + text[text.index(_END) +
-                                                   len(_END):]
-  else:
-    text = text.rstrip('\n') + '\n\n' + body + '\n'
-  with open(path, 'w') as f:
-    f.write(text)
+  harness.update_markdown_section(path, _BEGIN, _END, body)
 
 
 def _write_records(path, raw, memory, seconds):
@@ -266,7 +238,7 @@ def main(argv):
       print(f'width {width}, batch {batch}: measuring ...', flush=True)
       trainers = {n: harness.Trainer(n, width, batch) for n in NORMS}
       raw[(width, batch, 'train')] = {}
-      train = _measure(trainers, _REPS.value, _STEPS.value,
+      train = harness.interleaved_medians(trainers, _REPS.value, _STEPS.value,
                        raw[(width, batch, 'train')])
       predictors = {n: harness.Predictor(t.model, batch) for n, t in trainers.items()}
       predictors['normprop_folded'] = harness.Predictor(
@@ -274,7 +246,7 @@ def main(argv):
       predictors['batchnorm_folded'] = harness.Predictor(
           export.fold(trainers['batchnorm'].model), batch)
       raw[(width, batch, 'infer')] = {}
-      infer = _measure(predictors, _INFER_REPS.value, _STEPS.value,
+      infer = harness.interleaved_medians(predictors, _INFER_REPS.value, _STEPS.value,
                        raw[(width, batch, 'infer')])
       results[(width, batch)] = {'train': train, 'infer': infer}
       print('  train img/s: ' + ', '.join(
