@@ -7,40 +7,15 @@ their arguments and serialize.
 """
 
 import math
-import numbers
 
 import keras
 
 from normprop_tf import activations
 from normprop_tf import functional
 from normprop_tf import initializers
+from normprop_tf.utils import checks
 
 _PACKAGE = 'normprop_tf'
-
-
-def _check_positive_int(name, value):
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (
-      value <= 0):
-    raise ValueError(
-        f'`{name}` must be a positive integer. Received: {name}={value!r}')
-  return int(value)
-
-
-def _check_pair(name, value):
-  """Accepts an int or a pair of positive ints; returns a tuple of 2."""
-  pair = (value, value) if isinstance(value, numbers.Integral) and (
-      not isinstance(value, bool)) else value
-  try:
-    pair = tuple(pair)
-  except TypeError:
-    pair = ()
-  if len(pair) != 2 or not all(
-      isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
-      for v in pair):
-    raise ValueError(
-        f'`{name}` must be a positive int or a pair of positive ints. '
-        f'Received: {name}={value!r}')
-  return tuple(int(v) for v in pair)
 
 
 def _check_padding(padding):
@@ -53,11 +28,9 @@ def _check_padding(padding):
 def _check_divisor(value):
   if value is None:
     return None
-  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-      math.isfinite(value) and value > 0):
-    raise ValueError(
-        '`weight_norm_divisor` must be None or a positive finite number '
-        f'(the authors use 1.21). Received: weight_norm_divisor={value!r}')
+  if not (checks.is_number(value) and math.isfinite(value) and value > 0):
+    checks.fail('weight_norm_divisor', value, 'must be None or a positive '
+                'finite number (the authors use 1.21)')
   return float(value)
 
 
@@ -206,10 +179,10 @@ class _Conv2DMixin:
   _min_ndim = 4
 
   def _init_conv(self, kernel_size, strides, padding, dilation_rate):
-    self.kernel_size = _check_pair('kernel_size', kernel_size)
-    self.strides = _check_pair('strides', strides)
+    self.kernel_size = checks.int_tuple('kernel_size', kernel_size, 2)
+    self.strides = checks.int_tuple('strides', strides, 2)
     self.padding = _check_padding(padding)
-    self.dilation_rate = _check_pair('dilation_rate', dilation_rate)
+    self.dilation_rate = checks.int_tuple('dilation_rate', dilation_rate, 2)
 
   def build(self, input_shape):
     if len(input_shape) != 4:
@@ -298,7 +271,7 @@ class NormPropDense(_NormPropMixin, _DenseMixin, _WeightNormalizedLayer):
   def __init__(self, units, activation='relu', gamma_initializer=None,
                beta_initializer='zeros', kernel_initializer=None,
                weight_norm_divisor=None, **kwargs):
-    units = _check_positive_int('units', units)
+    units = checks.positive_int('units', units)
     activation, divisor, gamma_init, beta_init = self._init_normprop(
         activation, gamma_initializer, beta_initializer, weight_norm_divisor)
     super().__init__(units, activation, gamma_init, beta_init,
@@ -361,7 +334,7 @@ class NormPropConv2D(_NormPropMixin, _Conv2DMixin, _WeightNormalizedLayer):
                activation='relu', gamma_initializer=None,
                beta_initializer='zeros', kernel_initializer=None,
                weight_norm_divisor=None, dilation_rate=1, **kwargs):
-    filters = _check_positive_int('filters', filters)
+    filters = checks.positive_int('filters', filters)
     activation, divisor, gamma_init, beta_init = self._init_normprop(
         activation, gamma_initializer, beta_initializer, weight_norm_divisor)
     super().__init__(filters, activation, gamma_init, beta_init,
@@ -406,7 +379,7 @@ class WeightNormDense(_WeightNormMixin, _DenseMixin, _WeightNormalizedLayer):
 
   def __init__(self, units, activation='relu', g_initializer='ones',
                bias_initializer='zeros', kernel_initializer=None, **kwargs):
-    units = _check_positive_int('units', units)
+    units = checks.positive_int('units', units)
     activation, g_init, bias_init = self._init_weight_norm(
         activation, g_initializer, bias_initializer)
     super().__init__(units, activation, g_init, bias_init, kernel_initializer,
@@ -453,7 +426,7 @@ class WeightNormConv2D(_WeightNormMixin, _Conv2DMixin,
                activation='relu', g_initializer='ones',
                bias_initializer='zeros', kernel_initializer=None,
                dilation_rate=1, **kwargs):
-    filters = _check_positive_int('filters', filters)
+    filters = checks.positive_int('filters', filters)
     activation, g_init, bias_init = self._init_weight_norm(
         activation, g_initializer, bias_initializer)
     super().__init__(filters, activation, g_init, bias_init,

@@ -17,14 +17,13 @@ Hidden layers are named `conv1` ... `conv8`; the classifier is `classifier`.
 its output (and the quantity each method normalizes), keyed by name.
 """
 
-import numbers
-
 import keras
 
 from normprop_tf import activations
 from normprop_tf import layers as np_layers
+from normprop_tf.utils import checks
 
-NORMS = ('normprop', 'batchnorm', 'weightnorm', 'none')
+NORMS = ('normprop', 'batchnorm', 'weightnorm', 'plain')
 
 # (filters, kernel size) of the eight hidden convs, and where pooling goes.
 _HIDDEN = ((192, 5), (160, 1), (96, 1), (192, 5), (192, 1), (192, 1),
@@ -38,31 +37,20 @@ def hidden_layer_names(num_hidden=len(_HIDDEN)):
 
 
 def _validate(norm, num_classes, width, dropout, activation, input_shape):
-  if norm not in NORMS:
-    raise ValueError(f'`norm` must be one of {NORMS}. Received: norm={norm!r}')
-  if isinstance(num_classes, bool) or not isinstance(
-      num_classes, numbers.Integral) or num_classes < 2:
-    raise ValueError('`num_classes` must be an integer >= 2. '
-                     f'Received: num_classes={num_classes!r}')
-  if isinstance(width, bool) or not isinstance(width, numbers.Real) or not (
-      0 < width <= 16):
-    raise ValueError(
-        f'`width` must be a number in (0, 16]. Received: width={width!r}')
-  if isinstance(dropout, bool) or not isinstance(
-      dropout, numbers.Real) or not 0 <= dropout < 1:
-    raise ValueError(
-        f'`dropout` must be in [0, 1). Received: dropout={dropout!r}')
+  checks.one_of('norm', norm, NORMS)
+  checks.integer('num_classes', num_classes, minimum=2)
+  checks.number('width', width, 0, 16, low_open=True)
+  checks.number('dropout', dropout, 0, 1, high_open=True)
   if norm == 'normprop':
     activations.canonical_name(activation)  # Raises on unknown names.
   else:
     try:
       keras.activations.get(activation)
     except (ValueError, TypeError):
-      raise ValueError('`activation` must be a Keras activation name. '
-                       f'Received: activation={activation!r}') from None
+      checks.fail('activation', activation, 'must be a Keras activation name')
   if len(tuple(input_shape)) != 3:
-    raise ValueError('`input_shape` must be (height, width, channels). '
-                     f'Received: input_shape={input_shape!r}')
+    checks.fail('input_shape', input_shape,
+                'must be (height, width, channels)')
 
 
 def _hidden_block(x, norm, name, filters, kernel_size, activation,
@@ -91,7 +79,7 @@ def nin(norm='normprop', num_classes=10, width=1.0, dropout=0.0,
   Args:
     norm: 'normprop' (NormProp convs, classifier without post-normalization),
       'batchnorm' (conv without bias -> BatchNormalization -> activation),
-      'weightnorm' (Salimans & Kingma convs) or 'none' (conv + bias).
+      'weightnorm' (Salimans & Kingma convs) or 'plain' (conv + bias).
     num_classes: K, the classifier's channels (10 for CIFAR-10 and SVHN).
     width: multiplies every hidden channel count (not the classifier).
     dropout: rate of the two dropout layers after the pools; 0 removes them.
@@ -141,7 +129,7 @@ def norm_kind(model):
   if isinstance(layer, np_layers.WeightNormConv2D):
     return 'weightnorm'
   names = {l.name for l in model.layers}
-  return 'batchnorm' if 'conv1_bn' in names else 'none'
+  return 'batchnorm' if 'conv1_bn' in names else 'plain'
 
 
 def probe_model(model):

@@ -3,10 +3,11 @@ r"""Runs the reduced-scale protocol of reports/PROTOCOL.md and keeps its records
     python -m reports.run_protocol [--only=lr_sweep,convergence] [--dry_run]
 
 Each run is `python -m normprop_tf.train --gin_file=gin/reduced/<file>.gin
-[--gin_bindings=...] --model_dir=<work_dir>/<name>`, exactly the command
-printed before it starts and recorded in the run's flags.json. When it ends,
-its plain records (metrics.jsonl, summary.json, operative_config.gin,
-flags.json) are copied to reports/runs/<name>/; checkpoints and events stay
+--gin_bindings="dataset.source = '<data_source>'" [--gin_bindings=...]
+--model_dir=<work_dir>/<name>`, exactly the command printed before it starts
+and recorded in the run's flags.json. When it ends, its plain records
+(metrics.jsonl, summary.json, config.json, operative_config.gin, flags.json)
+are copied to reports/runs/<name>/; checkpoints and events stay
 in --work_dir. Runs whose records are already in reports/runs are skipped,
 so the protocol can be run in batches and resumed. A run that stops with an
 error (e.g. a diverged learning rate) keeps its partial records and an
@@ -30,10 +31,15 @@ _ONLY = flags.DEFINE_list('only', [], 'Experiment groups to run (default: '
 _WORK_DIR = flags.DEFINE_string('work_dir', 'runs/reduced',
                                 'Where model_dirs (checkpoints, events) go.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the commands only.')
+_DATA_SOURCE = flags.DEFINE_string(
+    'data_source', '../shared/data/cifar10-jpg.tar.gz',
+    'Where data/cifar10 is prepared from on first use (dataset.source): '
+    "the offline JPEG copy of CIFAR-10 the committed records used, or 'tfds' "
+    'on a connected machine.')
 
 RUNS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'runs')
-RECORDS = ('metrics.jsonl', 'summary.json', 'operative_config.gin',
-           'flags.json')
+RECORDS = ('metrics.jsonl', 'summary.json', 'config.json',
+           'operative_config.gin', 'flags.json')
 LEARNING_RATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 SEEDS = (1, 2)
 
@@ -45,34 +51,35 @@ def experiments():
   batches yields the main comparisons early.
   """
   runs = []
-  for norm in ('normprop', 'bn'):
+  for norm in ('normprop', 'batchnorm'):
     for lr in LEARNING_RATES:
       runs.append(('lr_sweep', f'lr_sweep_{norm}-lr{lr}',
-                   f'lr_sweep_{norm}', [f'run.learning_rate = {lr}']))
+                   f'lr_sweep_{norm}', [f'optimizer.learning_rate = {lr}']))
   for seed in SEEDS:
-    for norm in ('normprop', 'bn', 'wn', 'plain'):
+    for norm in ('normprop', 'batchnorm', 'weightnorm', 'plain'):
       runs.append(('convergence', f'convergence_{norm}-s{seed}',
-                   f'convergence_{norm}', [f'run.seed = {seed}']))
+                   f'convergence_{norm}', [f'experiment.seed = {seed}']))
   for seed in SEEDS:
     for prep in ('standardize', 'minibatch'):
       runs.append(('input', f'input_{prep}-s{seed}', f'input_{prep}',
-                   [f'run.seed = {seed}']))
-  for norm in ('normprop', 'bn'):
+                   [f'experiment.seed = {seed}']))
+  for norm in ('normprop', 'batchnorm'):
     runs.append(('ics', f'ics_{norm}', f'ics_{norm}', []))
-  for norm in ('normprop', 'bn'):
+  for norm in ('normprop', 'batchnorm'):
     for batch in (1, 50):
       runs.append(('batch1', f'batch{batch}_{norm}', f'batch{batch}_{norm}',
                    []))
   for seed in SEEDS:
-    for norm in ('normprop', 'bn'):
+    for norm in ('normprop', 'batchnorm'):
       runs.append(('aug', f'aug_{norm}-s{seed}', f'aug_{norm}',
-                   [f'run.seed = {seed}']))
+                   [f'experiment.seed = {seed}']))
   return runs
 
 
-def command(name, gin_file, bindings, work_dir):
+def command(name, gin_file, bindings, work_dir, data_source):
   args = [sys.executable, '-m', 'normprop_tf.train',
-          f'--gin_file=gin/reduced/{gin_file}.gin']
+          f'--gin_file=gin/reduced/{gin_file}.gin',
+          f"--gin_bindings=dataset.source = '{data_source}'"]
   args += [f'--gin_bindings={b}' for b in bindings]
   args.append(f'--model_dir={os.path.join(work_dir, name)}')
   return args
@@ -98,7 +105,8 @@ def main(argv):
     if os.path.exists(os.path.join(dest, 'metrics.jsonl')):
       print(f'[{i}/{len(todo)}] {name}: records exist, skipped', flush=True)
       continue
-    args = command(name, gin_file, bindings, _WORK_DIR.value)
+    args = command(name, gin_file, bindings, _WORK_DIR.value,
+                   _DATA_SOURCE.value)
     shown = shlex.join(['python'] + args[1:])
     print(f'[{i}/{len(todo)}] {group}: {shown}  '
           f'({(time.time() - start) / 60:.1f} min so far)', flush=True)

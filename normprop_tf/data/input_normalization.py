@@ -4,13 +4,12 @@ A model that starts with this layer accepts raw uint8 images, so an exported
 model needs no separate preprocessing step.
 """
 
-import math
-
 import keras
 from keras import ops
 import numpy as np
 
 from normprop_tf.data import stats as stats_lib
+from normprop_tf.utils import checks
 
 MODES = ('standardize', 'zca')
 
@@ -20,7 +19,7 @@ class InputNormalization(keras.layers.Layer):
   """Global input normalization for NormProp (Arpit et al., ICML 2016).
 
   NormProp needs every input dimension (every pixel of every channel) to
-  have zero mean and unit variance over the training set (SPEC.md section 2).
+  have zero mean and unit variance over the training set (docs/method.md).
   This layer applies the training-set statistics that
   `python -m data_prep.prepare` stored in stats.npz, exactly as
   `normprop_tf.data.make_dataset` does in the input pipeline:
@@ -63,17 +62,9 @@ class InputNormalization(keras.layers.Layer):
   def __init__(self, mode='standardize', epsilon=stats_lib.STD_EPSILON,
                gcn_scale=stats_lib.GCN_SCALE, **kwargs):
     super().__init__(**kwargs)
-    if mode not in MODES:
-      raise ValueError(f'`mode` must be one of {MODES}. '
-                       f'Received: mode={mode!r}')
-    for name, value in (('epsilon', epsilon), ('gcn_scale', gcn_scale)):
-      if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-          math.isfinite(value) and value > 0):
-        raise ValueError(f'`{name}` must be a positive number. '
-                         f'Received: {name}={value!r}')
-    self.mode = mode
-    self.epsilon = float(epsilon)
-    self.gcn_scale = float(gcn_scale)
+    self.mode = checks.one_of('mode', mode, MODES)
+    self.epsilon = checks.positive_number('epsilon', epsilon)
+    self.gcn_scale = checks.positive_number('gcn_scale', gcn_scale)
     self.dim = None
 
   def build(self, input_shape):

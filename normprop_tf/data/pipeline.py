@@ -19,6 +19,8 @@ shuffle's op-level seed combines with TF's global seed, so a different
 `tf.random.set_seed` / `keras.utils.set_random_seed` also changes the order.
 """
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -27,17 +29,12 @@ from normprop_tf.data import manifest
 from normprop_tf.data import preprocessing as prep
 from normprop_tf.data import schema
 from normprop_tf.data import stats as stats_lib
+from normprop_tf.utils import checks
 
 _PARSE_BATCH = 1024
+# Examples in the training shuffle buffer (capped by the split size).
+SHUFFLE_BUFFER_SIZE = 16384
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def _positive_int(name, value):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-      value <= 0):
-    raise ValueError(f'`{name}` must be a positive integer. '
-                     f'Received: {name}={value!r}')
-  return int(value)
 
 
 def _seeds(seed, pipeline_id):
@@ -57,10 +54,9 @@ def _parse_fn(image_shape, per_image):
 
 
 def make_dataset(data_dir, split, global_batch_size,
-                 preprocessing='standardize', augment=False, shuffle=None,
-                 seed=0, drop_remainder=None, input_context=None, repeat=None,
-                 cache=True, dataset=None, verify='full',
-                 shuffle_buffer_size=16384, shard_by='files'):
+                 preprocessing='standardize', augment=False, training=None,
+                 seed=0, drop_remainder=None, input_context=None,
+                 shard_by='files', cache=True, verify='full'):
   """Builds the input pipeline for one split of a prepared data_dir.
 
   Args:
@@ -74,22 +70,15 @@ def make_dataset(data_dir, split, global_batch_size,
       'minibatch' (per-dimension, statistics of each batch), or 'none'
       (x / 255).
     augment: pad 4 + random crop + random flip (the paper's "+aug").
-    shuffle: shuffle files and examples. Default: True for 'train'.
+    training: shuffle files and examples (seeded) and repeat forever.
+      Default: True for 'train'. Evaluation reads the split once, in order.
     seed: seeds the file order, the shuffle and the augmentation.
     drop_remainder: drop the last partial batch (static shapes, needed on
-      TPU). Default: True for 'train'.
+      TPU). Default: `training`.
     input_context: a `tf.distribute.InputContext` (from
       `strategy.distribute_datasets_from_function`). Files are split
       between input pipelines (examples, if there are fewer files than
       pipelines).
-    repeat: repeat forever. Default: True for 'train'.
-    cache: True caches the deterministic part in memory (CIFAR train with
-      'standardize' or 'zca': 553 MB of float32); a string caches to that
-      file prefix; False does not cache.
-    dataset: optional expected dataset name, checked against stats.json.
-    verify: shard check before reading: 'full' (sha256), 'size' or 'none'.
-    shuffle_buffer_size: examples in the shuffle buffer (capped by the
-      split size).
     shard_by: how an `input_context` splits the data between input
       pipelines. 'files' (default): each pipeline reads its own files (or
       every n-th example) with its own seeds, so the example order depends
@@ -101,6 +90,10 @@ def make_dataset(data_dir, split, global_batch_size,
       global batches whatever the number of hosts and replicas, at the
       cost of every host reading and augmenting all of the data (like
       tf.data's AutoShardPolicy.DATA). Needs drop_remainder=True.
+    cache: True caches the deterministic part in memory (CIFAR train with
+      'standardize' or 'zca': 553 MB of float32); a string caches to that
+      file prefix; False does not cache.
+    verify: shard check before reading: 'full' (sha256), 'size' or 'none'.
 
   Returns:
     A `tf.data.Dataset` of (float32 images [B, H, W, C], int32 labels [B]).
@@ -110,29 +103,56 @@ def make_dataset(data_dir, split, global_batch_size,
       the statistics do not match the shards, or the split does not exist.
   """
   prep.check_preprocessing(preprocessing)
-  if shard_by not in ('files', 'batches'):
-    raise ValueError("`shard_by` must be 'files' or 'batches'. "
-                     f'Received: shard_by={shard_by!r}')
-  global_batch_size = _positive_int('global_batch_size', global_batch_size)
-  shuffle_buffer_size = _positive_int('shuffle_buffer_size',
-                                      shuffle_buffer_size)
-  is_train = split == 'train'
-  shuffle = is_train if shuffle is None else bool(shuffle)
-  drop_remainder = is_train if drop_remainder is None else bool(drop_remainder)
-  repeat = is_train if repeat is None else bool(repeat)
-
-  stats = stats_lib.load_stats(data_dir, dataset)
+  checks.one_of('shard_by', shard_by, ('files', 'batches'))
+  global_batch_size = checks.positive_int('global_batch_size',
+                                          global_batch_size)
+  training = split == 'train' if training is None else bool(training)
+  drop_remainder = training if drop_remainder is None else bool(
+      drop_remainder)
+  stats = stats_lib.load_stats(data_dir)
   paths = manifest.verify_split(data_dir, stats.info, split, verify)
   num_examples = stats.info['splits'][split]['num_examples']
+  layout = _Layout.of(input_context, global_batch_size, shard_by,
+                      drop_remainder)
+  file_seed, example_seed, augment_seed = _seeds(seed, layout.pipeline_id)
 
-  if input_context is not None:
+  ds = _records(paths, layout, training, file_seed)
+  ds = ds.batch(_PARSE_BATCH).map(
+      _parse_fn(stats.image_shape, prep.per_image_fn(preprocessing, stats)),
+      num_parallel_calls=AUTOTUNE)
+  if cache:
+    ds = ds.cache(cache if isinstance(cache, str) else '')
+  ds = ds.unbatch()
+  if training:
+    ds = ds.shuffle(min(SHUFFLE_BUFFER_SIZE, num_examples), seed=example_seed,
+                    reshuffle_each_iteration=True).repeat()
+  ds = ds.batch(layout.batch_size, drop_remainder=drop_remainder)
+  if augment or preprocessing == 'minibatch':
+    ds = _finish(ds, augment, preprocessing, augment_seed, layout.pipeline_id)
+  if layout.global_slice is not None:
+    ds = _keep_slice(ds, *layout.global_slice)
+  options = tf.data.Options()
+  options.deterministic = True
+  return ds.prefetch(AUTOTUNE).with_options(options)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """How one input pipeline reads: its batch, its id among the pipelines."""
+  batch_size: int
+  num_pipelines: int
+  pipeline_id: int
+  global_slice: tuple = None  # (start, local replicas, per-replica batch)
+
+  @classmethod
+  def of(cls, input_context, global_batch_size, shard_by, drop_remainder):
+    if input_context is None:
+      return cls(global_batch_size, 1, 0)
     batch_size = input_context.get_per_replica_batch_size(global_batch_size)
     num_pipelines = input_context.num_input_pipelines
     pipeline_id = input_context.input_pipeline_id
-  else:
-    batch_size, num_pipelines, pipeline_id = global_batch_size, 1, 0
-  global_slice = None
-  if input_context is not None and shard_by == 'batches':
+    if shard_by == 'files':
+      return cls(batch_size, num_pipelines, pipeline_id)
     if not drop_remainder:
       raise ValueError("shard_by='batches' slices full global batches: it "
                        'needs drop_remainder=True. Received: '
@@ -140,68 +160,57 @@ def make_dataset(data_dir, split, global_batch_size,
     # Read like the only pipeline, then keep rows [start, start + L * b) of
     # each global batch: L per-replica batches of b for the L local replicas.
     local = input_context.num_replicas_in_sync // num_pipelines
-    global_slice = (pipeline_id * local * batch_size, local, batch_size)
-    batch_size, num_pipelines, pipeline_id = global_batch_size, 1, 0
-  file_seed, example_seed, augment_seed = _seeds(seed, pipeline_id)
+    return cls(global_batch_size, 1, 0,
+               (pipeline_id * local * batch_size, local, batch_size))
 
+
+def _records(paths, layout, training, file_seed):
+  """The serialized records this pipeline reads, in (shuffled) file order."""
+  num_pipelines, pipeline_id = layout.num_pipelines, layout.pipeline_id
   files = tf.data.Dataset.from_tensor_slices(paths)
   shard_files = num_pipelines > 1 and len(paths) >= num_pipelines
   if shard_files:
     files = files.shard(num_pipelines, pipeline_id)
-  if shuffle:
+  if training:  # Shuffle the files, then mix 4 at a time.
     files = files.shuffle(len(paths), seed=file_seed,
                           reshuffle_each_iteration=True)
-  if shuffle:  # mix 4 files at a time
     ds = files.interleave(
         tf.data.TFRecordDataset, cycle_length=min(4, len(paths)),
         num_parallel_calls=AUTOTUNE, deterministic=True)
-  else:  # file order, as read_split
+  else:  # File order, as read_split.
     ds = files.flat_map(tf.data.TFRecordDataset)
   if num_pipelines > 1 and not shard_files:
     ds = ds.shard(num_pipelines, pipeline_id)
+  return ds
 
-  image_shape = stats.image_shape
-  per_image = prep.per_image_fn(preprocessing, stats)
-  ds = ds.batch(_PARSE_BATCH).map(
-      _parse_fn(image_shape, per_image), num_parallel_calls=AUTOTUNE)
-  if cache:
-    ds = ds.cache(cache if isinstance(cache, str) else '')
-  ds = ds.unbatch()
-  if shuffle:
-    ds = ds.shuffle(min(shuffle_buffer_size, num_examples), seed=example_seed,
-                    reshuffle_each_iteration=True)
-  if repeat:
-    ds = ds.repeat()
-  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
-  if augment or preprocessing == 'minibatch':
-    base_seed = tf.constant([augment_seed, pipeline_id], tf.int64)
+def _finish(ds, augment, preprocessing, augment_seed, pipeline_id):
+  """Augmentation keyed by the batch index, then 'minibatch' statistics."""
+  base_seed = tf.constant([augment_seed, pipeline_id], tf.int64)
 
-    def finish(index, images, labels):
-      images = tf.cast(images, tf.float32)
-      if augment:
-        images = augment_lib.augment_batch(
-            images, tf.random.experimental.stateless_fold_in(base_seed, index))
-      if preprocessing == 'minibatch':
-        images = prep.minibatch_standardize(images)
-      return images, labels
+  def finish(index, images, labels):
+    images = tf.cast(images, tf.float32)
+    if augment:
+      images = augment_lib.augment_batch(
+          images, tf.random.experimental.stateless_fold_in(base_seed, index))
+    if preprocessing == 'minibatch':
+      images = prep.minibatch_standardize(images)
+    return images, labels
 
-    ds = ds.enumerate().map(lambda i, xy: finish(i, *xy),
+  return ds.enumerate().map(lambda i, xy: finish(i, *xy),
                             num_parallel_calls=AUTOTUNE)
-  if global_slice is not None:
-    start, local, per_replica = global_slice
 
-    def keep_slice(images, labels):
-      end = start + local * per_replica
-      return (tf.reshape(images[start:end], [local, per_replica] +
-                         images.shape[1:].as_list()),
-              tf.reshape(labels[start:end], [local, per_replica]))
 
-    ds = ds.map(keep_slice).unbatch()
-  ds = ds.prefetch(AUTOTUNE)
-  options = tf.data.Options()
-  options.deterministic = True
-  return ds.with_options(options)
+def _keep_slice(ds, start, local, per_replica):
+  """This pipeline's rows of each global batch, one batch per replica."""
+
+  def keep_slice(images, labels):
+    end = start + local * per_replica
+    return (tf.reshape(images[start:end], [local, per_replica] +
+                       images.shape[1:].as_list()),
+            tf.reshape(labels[start:end], [local, per_replica]))
+
+  return ds.map(keep_slice).unbatch()
 
 
 def read_split(data_dir, split, verify='full'):

@@ -1,0 +1,81 @@
+"""Makes sure a prepared data_dir exists before training: `ensure_prepared`.
+
+When `<data_dir>/stats.json` is missing and a source is configured, the
+records are prepared with `prepare.prepare` (the same code as `python -m
+data_prep.prepare`). Without a source, the "not prepared" error names the
+exact command to run.
+
+A source can be cut to the first N images per class of each split
+(`subset_per_class`), which is how `gin/smoke.gin` prepares a small subset
+of CIFAR-10 in a few seconds. Files are taken in sorted-name order, so the
+subset is deterministic.
+"""
+
+import time
+
+from absl import logging
+
+from normprop_tf.data import errors as data_errors
+from normprop_tf.data import manifest
+from normprop_tf.data.preparation import prepare as prepare_lib
+
+
+def ensure_prepared(dataset, data_dir, source=None, subset_per_class=None,
+                    validation_size=5000, compute_zca=True, seed=0,
+                    is_chief=True, wait_seconds=3600):
+  """Returns the manifest of `data_dir`, preparing it first when needed.
+
+  Args:
+    dataset: 'cifar10', 'cifar100' or 'svhn'.
+    data_dir: the prepared directory (local or gs://).
+    source: None (never prepare), 'tfds', a folder of class subfolders, a
+      .tar.gz of one, or an original CIFAR python archive.
+    subset_per_class: None (whole source), an int (the first N images of
+      every class of every split), or a dict {split: N}.
+    validation_size: CIFAR validation holdout.
+    compute_zca: also compute the ZCA statistics (a 3072x3072
+      eigendecomposition, several seconds).
+    seed: seeds the validation holdout and the record order.
+    is_chief: only the chief prepares; other workers wait for stats.json.
+    wait_seconds: how long a non-chief waits.
+
+  Raises:
+    DataError: not prepared and no source (the message gives the prepare
+      command), or the preparation failed (the message says why).
+  """
+  try:
+    return manifest.load_manifest(data_dir, dataset)
+  except data_errors.DataError as e:
+    if source is None:
+      raise data_errors.DataError(
+          f'{e} Or let training prepare it: bind dataset.source (gin) to '
+          'one of those sources.') from None
+    missing_error = e
+  if not is_chief:
+    return _wait_for(dataset, data_dir, wait_seconds, missing_error)
+  command = data_errors.prepare_command(data_dir, dataset, source)
+  logging.info('No prepared %s in %s; preparing it from %s (the same as: %s)',
+               dataset, data_dir, source, command)
+  try:
+    prepare_lib.prepare(dataset, data_dir, source=source,
+                        validation_size=validation_size, seed=seed,
+                        compute_zca=compute_zca,
+                        subset_per_class=subset_per_class)
+  except data_errors.DataError as e:
+    raise data_errors.DataError(
+        f'Preparing {dataset} in {data_dir} from {source!r} failed: {e}\n'
+        f'Prepare it yourself with: {command}') from None
+  return manifest.load_manifest(data_dir, dataset)
+
+
+def _wait_for(dataset, data_dir, wait_seconds, missing_error):
+  deadline = time.monotonic() + wait_seconds
+  while time.monotonic() < deadline:
+    time.sleep(2.0)
+    try:
+      return manifest.load_manifest(data_dir, dataset)
+    except data_errors.DataError:
+      pass
+  raise data_errors.DataError(
+      f'Waited {wait_seconds} s for the chief to prepare {data_dir}: '
+      f'{missing_error}')
