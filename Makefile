@@ -8,6 +8,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GIN_FILE ?= gin/nin_cifar10.gin
 MODEL_DIR ?= runs/nin_cifar10
+# The offline CIFAR-10 copy, when this machine has one: make train then
+# prepares data/cifar10 from it instead of downloading through TFDS.
+OFFLINE_CIFAR10 ?= ../shared/data/cifar10-jpg.tar.gz
+DATA_SOURCE ?= $(if $(findstring cifar100,$(GIN_FILE))$(findstring svhn,$(GIN_FILE)),,$(wildcard $(OFFLINE_CIFAR10)))
 # pytest-xdist workers; TF already uses both cores inside each test, so two
 # workers mostly overlap Python and I/O time.
 TEST_WORKERS ?= 2
@@ -19,11 +23,12 @@ venv: $(STAMP)
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,reports]'
+	$(PY) -m pip install --quiet -e '.[tf,test,reports]'
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(PY) -m normprop_tf.train --gin_file=$(GIN_FILE) --model_dir=$(MODEL_DIR)
+	$(PY) -m normprop_tf.train --gin_file=$(GIN_FILE) --model_dir=$(MODEL_DIR) \
+	    $(if $(DATA_SOURCE),--gin_bindings="dataset.source = '$(DATA_SOURCE)'")
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) tests

@@ -1,10 +1,25 @@
-"""Installs normprop_tf: Normalization Propagation (Arpit et al., ICML 2016) for tf.keras."""
+"""Installs normprop_tf: Normalization Propagation (Arpit et al., ICML 2016).
+
+`pip install .` installs the backend-independent core (the layers, the NIN
+models, `export.fold`): Keras and NumPy, for any Keras backend. The
+TensorFlow side (data preparation, the tf.data pipeline, training with
+tf.distribute, TensorBoard, gin) is the `tf` extra: `pip install '.[tf]'`.
+`make train` and `make test` install `.[tf,test,reports]`.
+"""
 
 import setuptools
 
+TF = [
+    'tensorflow>=2.21,<2.22',
+    'tensorboard>=2.21,<2.22',
+    'tensorflow-datasets>=4.9.10,<4.10',
+    'gin-config>=0.5.0,<0.6',
+    'absl-py>=2.0,<3',
+]
+
 setuptools.setup(
     name='normprop_tf',
-    version='0.1.0',
+    version='0.2.0',
     description=(
         'Normalization Propagation (Arpit et al., ICML 2016) layers, models '
         'and a reproduction suite for TensorFlow 2 / Keras 3.'),
@@ -13,18 +28,15 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['normprop_tf', 'normprop_tf.*',
                                                'data_prep', 'data_prep.*']),
     python_requires='>=3.11',
-    # Ranges, not pins: these versions were resolved together (STACK.md).
-    # tensorflow-addons is deliberately absent: it cannot import on TF 2.21.
+    # Ranges, not pins: these versions were resolved together
+    # (docs/stack.md). tensorflow-addons is deliberately absent: it cannot
+    # import on TF 2.21.
     install_requires=[
-        'tensorflow>=2.21,<2.22',
         'keras>=3.15,<3.16',
-        'tensorboard>=2.21,<2.22',
-        'tensorflow-datasets>=4.9.10,<4.10',
-        'gin-config>=0.5.0,<0.6',
-        'absl-py>=2.0,<3',
         'numpy>=1.26,<3',
     ],
     extras_require={
+        'tf': TF,
         'test': [
             'pytest>=8,<10',
             'pytest-xdist>=3.5,<4',

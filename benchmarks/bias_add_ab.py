@@ -42,7 +42,7 @@ def _trainers(width, batch):
       'normprop, +': _traced_trainer('normprop', width, batch,
                                      lambda y, bias: y + bias),
       'normprop, ops.add': _traced_trainer('normprop', width, batch, ops.add),
-      'plain': _traced_trainer('none', width, batch, functional.add_bias)}
+      'plain': _traced_trainer('plain', width, batch, functional.add_bias)}
 
 
 def main(argv):

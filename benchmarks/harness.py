@@ -38,8 +38,8 @@ class Trainer:
   loop does (and `model.fit` with `steps_per_execution=1`). Not `model.fit`
   itself: in Keras 3.15 about half of the `fit` calls spend ~1.8 s after the
   last step (measured at width 1.0, batch 128, with and without prefetch and
-  garbage collection), which made repeated timings bimodal. No XLA: STACK.md
-  found `jit_compile=True` ~4x slower on this CPU. The input is one
+  garbage collection), which made repeated timings bimodal. No XLA: `jit_compile=True`
+  was ~4x slower on this CPU (docs/stack.md). The input is one
   in-memory batch, so the input pipeline costs nothing. Calling it with
   `steps` returns seconds per step, after fetching the last loss.
   """

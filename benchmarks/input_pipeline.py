@@ -1,7 +1,7 @@
 r"""Throughput of the tf.data input pipeline, in images per second.
 
     python -m data_prep.prepare --dataset=cifar10 \
-        --source=../shared/data/cifar10-jpg.tar.gz --data_dir=/tmp/np_data
+        --source=path/to/cifar10-jpg.tar.gz --data_dir=/tmp/np_data
     python benchmarks/input_pipeline.py --data_dir=/tmp/np_data
 
 Measures the training pipeline (`make_dataset(..., 'train', 128)`: shuffle,
@@ -23,17 +23,17 @@ import datetime
 import gc
 import math
 import os
-import platform
-import re
 import sys
 import time
 
 from absl import app
 from absl import flags
 import numpy as np
-import tensorflow as tf
 
+from benchmarks import harness
 from normprop_tf import data
+from normprop_tf.training import records
+from normprop_tf.utils import hardware
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -55,6 +55,7 @@ CONFIGS = (
     ('+ ZCA + augmentation', 'zca', True),
 )
 SECTION = '## Input pipeline'
+_BEGIN, _END = '<!-- input_pipeline:begin -->', '<!-- input_pipeline:end -->'
 
 
 def _rate(iterator, batches, batch_size):
@@ -103,21 +104,10 @@ def nin_step_rate(batch_size, steps):
 
 
 def machine():
-  cpu = platform.processor() or 'unknown CPU'
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      names = re.findall(r'model name\s*:\s*(.*)', f.read())
-    cpu = names[0] if names else cpu
-  except OSError:
-    pass
-  try:
-    with open('/proc/meminfo', encoding='utf-8') as f:
-      mem_gb = int(re.search(r'MemTotal:\s*(\d+)', f.read())[1]) / 2**20
-  except (OSError, TypeError):
-    mem_gb = float('nan')
-  return (f'{cpu}, {os.cpu_count()} cores, {mem_gb:.0f} GB RAM, no GPU; '
-          f'Python {platform.python_version()}, TensorFlow {tf.__version__}, '
-          f'{platform.system()} {platform.release()}; 1-minute load average '
+  """The machine, and how busy it was when the benchmark started."""
+  info = records.hardware_info()
+  return (f'{hardware.one_line(info)}; Python {info["python"]}, TensorFlow '
+          f'{info["tensorflow"]}, {info["platform"]}; 1-minute load average '
           f'{os.getloadavg()[0]:.1f} at the start (1.0 = one busy core)')
 
 
@@ -127,7 +117,7 @@ def render(rows, nin_rate, batch_size, num_batches, repeats, data_dir,
       SECTION, '',
       f'Measured {datetime.date.today().isoformat()} on: {description}.', '',
       'Command (after `python -m data_prep.prepare --dataset=cifar10 '
-      '--source=../shared/data/cifar10-jpg.tar.gz --data_dir=/tmp/np_data`):',
+      '--source=path/to/cifar10-jpg.tar.gz --data_dir=/tmp/np_data`):',
       '',
       '```',
       f'python benchmarks/input_pipeline.py --data_dir={data_dir} '
@@ -182,24 +172,6 @@ def render(rows, nin_rate, batch_size, num_batches, repeats, data_dir,
   return '\n'.join(lines)
 
 
-def update_report(path, section):
-  text = ''
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      text = f.read()
-  if not text.strip():
-    text = '# Performance\n\n'
-  pattern = re.compile(r'^## Input pipeline\n.*?(?=^## |\Z)', re.S | re.M)
-  if pattern.search(text):
-    text = pattern.sub(lambda _: section + '\n', text, count=1)
-  else:
-    text = text.rstrip('\n') + '\n\n' + section + '\n'
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(text.rstrip('\n') + '\n')
-  os.replace(tmp, path)
-
-
 def main(argv):
   del argv
   start = time.perf_counter()
@@ -223,7 +195,8 @@ def main(argv):
                    description)
   print(section)
   if FLAGS.report:
-    update_report(FLAGS.report, section)
+    harness.update_markdown_section(
+        FLAGS.report, _BEGIN, _END, f'{_BEGIN}\n{section.rstrip()}\n{_END}')
     print(f'updated {FLAGS.report}', file=sys.stderr)
 
 

@@ -1,7 +1,7 @@
 r"""Where a NIN training step spends its time: TF profiler, per op type.
 
     python -m benchmarks.profile_step [--width=1.0] [--batch_sizes=128,1]
-        [--norms=normprop,none,batchnorm,weightnorm] [--steps=0]
+        [--norms=normprop,plain,batchnorm,weightnorm] [--steps=0]
         [--report=reports/perf.md]
 
 For each variant it builds the same training step as `benchmarks.step_time`
@@ -36,7 +36,7 @@ from benchmarks import harness
 _WIDTH = flags.DEFINE_float('width', 1.0, 'NIN width.')
 _BATCHES = flags.DEFINE_list('batch_sizes', ['128', '1'], 'Batch sizes, one '
                              'table each.')
-_NORMS = flags.DEFINE_list('norms', ['normprop', 'none', 'batchnorm',
+_NORMS = flags.DEFINE_list('norms', ['normprop', 'plain', 'batchnorm',
                                      'weightnorm'], 'Variants to profile.')
 _STEPS = flags.DEFINE_integer('steps', 0, 'Traced training steps; 0: about '
                               '5 s of steps per variant.')

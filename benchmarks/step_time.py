@@ -25,7 +25,6 @@ reports/PROTOCOL.md (`python -m reports.make_report`).
 
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -40,7 +39,8 @@ import tensorflow as tf
 
 from benchmarks import harness
 from normprop_tf import export
-from normprop_tf import records
+from normprop_tf.training import records
+from normprop_tf.utils import hardware
 
 _WIDTHS = flags.DEFINE_list('widths', ['1.0', '0.5'], 'NIN widths.')
 _BATCHES = flags.DEFINE_list('batch_sizes', ['1', '50', '128'],
@@ -62,7 +62,7 @@ _RECORDS = flags.DEFINE_string(
 _ONE = flags.DEFINE_string('one_variant', None, 'Internal: measure one '
                            'variant\'s peak RSS (norm:width:batch) and exit.')
 
-NORMS = ('normprop', 'batchnorm', 'weightnorm', 'none')
+NORMS = ('normprop', 'batchnorm', 'weightnorm', 'plain')
 _BEGIN, _END = '<!-- step_time:begin -->', '<!-- step_time:end -->'
 
 
@@ -103,8 +103,8 @@ def _table(results, memory):
       'inference img/s | vs plain | peak RSS (MB, batch 128) |',
       '|---|---|---|---|---|---|---|---|']
   for (width, batch), cell in results.items():
-    plain_train = batch / cell['train']['none']
-    plain_infer = batch / cell['infer']['none']
+    plain_train = batch / cell['train']['plain']
+    plain_infer = batch / cell['infer']['plain']
     for name in list(NORMS) + ['normprop_folded', 'batchnorm_folded']:
       train = cell['train'].get(name)
       infer = cell['infer'][name]
@@ -145,7 +145,7 @@ def _targets(results):
   for width in widths:
     for batch in (b for b in batches if b >= 50):
       add(f'train, NormProp / plain, width {width}, batch {batch}',
-          ratio(width, batch, 'train', 'normprop', 'none'), 0.95)
+          ratio(width, batch, 'train', 'normprop', 'plain'), 0.95)
   for width in widths:
     for batch in (b for b in batches if b >= 50):
       add(f'train, NormProp / BN, width {width}, batch {batch}',
@@ -154,30 +154,29 @@ def _targets(results):
   for width in widths:
     for batch in batches:
       add(f'inference, folded NormProp / plain, width {width}, batch {batch}',
-          ratio(width, batch, 'infer', 'normprop_folded', 'none'), 0.98)
+          ratio(width, batch, 'infer', 'normprop_folded', 'plain'), 0.98)
   for width in widths:
     for batch in batches:
       add(f'inference, NormProp (unfolded) / plain, width {width}, batch '
-          f'{batch}', ratio(width, batch, 'infer', 'normprop', 'none'), None)
+          f'{batch}', ratio(width, batch, 'infer', 'normprop', 'plain'), None)
       add(f'inference, folded BN / plain, width {width}, batch {batch}',
-          ratio(width, batch, 'infer', 'batchnorm_folded', 'none'), None)
+          ratio(width, batch, 'infer', 'batchnorm_folded', 'plain'), None)
   for width in widths:
     if (width, 1) in results:
       add(f'train, NormProp / plain, width {width}, batch 1 '
           f'({1 / results[(width, 1)]["train"]["normprop"]:.1f} img/s)',
-          ratio(width, 1, 'train', 'normprop', 'none'), None)
+          ratio(width, 1, 'train', 'normprop', 'plain'), None)
   return '\n'.join(['| ratio of throughputs | measured | target | |',
                     '|---|---:|---|---|'] + rows)
 
 
 def _write_report(path, table, results, seconds):
-  cpu = platform.processor() or platform.machine()
   command = shlex.join(['python', '-m', 'benchmarks.step_time'] + sys.argv[1:])
   body = '\n'.join([
       _BEGIN, '## Train step and inference throughput (NIN, CIFAR shapes)',
       '',
       f'Command: `{command}` ({seconds / 60:.0f} min). '
-      f'Machine: {os.cpu_count()} CPU cores ({cpu}), no GPU; TF '
+      f'Machine: {hardware.one_line(records.hardware_info())}; TF '
       f'{tf.__version__}, Keras {keras.__version__}, no XLA. Median of '
       f'{_REPS.value} (training) and {_INFER_REPS.value} (inference) '
       'interleaved repetitions after warm-up; synthetic '
@@ -185,7 +184,7 @@ def _write_report(path, table, results, seconds):
       'step is one compiled forward + backward + SGD-momentum update '
       '(`benchmarks/harness.py`). "folded" '
       'rows are `normprop_tf.export.fold` models (inference only).', '',
-      table, '', '### Targets (issue 7)', '', _targets(results), '', _END])
+      table, '', '### Targets', '', _targets(results), '', _END])
   harness.update_markdown_section(path, _BEGIN, _END, body)
 
 

@@ -13,7 +13,7 @@ from absl import app
 from absl import flags
 
 from normprop_tf.data import errors
-from normprop_tf.data.preparation import prepare as prepare_lib
+from normprop_tf.data.preparation import preparer as prepare_lib
 
 DataError = errors.DataError
 

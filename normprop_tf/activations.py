@@ -30,13 +30,14 @@ from typing import Callable
 import numpy as np
 from keras import ops
 
-# Closed-form ReLU constants (SPEC.md section 2).
+# Closed-form ReLU constants (docs/method.md, "A hidden layer").
 RELU_MEAN = math.sqrt(1.0 / (2.0 * math.pi))  # 0.3989422804014327
 RELU_STD = math.sqrt((1.0 - 1.0 / math.pi) / 2.0)  # 0.5838193701035489
-# The authors' code divides by 1.21 * ||W|| with gamma = 1 (SPEC.md section 2).
+# The authors' code divides by 1.21 * ||W|| with gamma = 1 (docs/method.md,
+# "The 1.21 factor").
 PAPER_RELU_GAMMA = 1.0 / 1.21
 
-_NUM_NODES = 128  # Gauss-Hermite nodes per half-line (the issue asks >= 64).
+_NUM_NODES = 128  # Gauss-Hermite nodes per half-line (>= 64 for ~1e-12).
 _SELU_ALPHA = 1.6732632423543772
 _SELU_SCALE = 1.0507009873554805
 _DEFAULT_LEAKY_SLOPE = 0.2  # Keras' default negative_slope.

@@ -11,7 +11,7 @@ class UnitNormOrthogonal(keras.initializers.Initializer):
   A weight-normalized kernel's effective learning rate is about
   lr / ||W_i||^2. Glorot's first NIN conv (5x5x3 -> 192) has ||W_i||^2 ~ 0.03,
   a 30x larger step there, and a full-width NormProp NIN diverged with it
-  (SPEC.md section 7). Unit norms make the step lr-sized in every layer.
+  (docs/method.md, "Learning rate and initialization"). Unit norms make the step lr-sized in every layer.
   Orthogonal columns also best fit NormProp's incoherence assumption. When
   fan-in < units the orthogonal rows are kept and each column is rescaled.
 

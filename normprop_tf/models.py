@@ -1,7 +1,7 @@
 """Network in Network (Lin et al., 2014) with NormProp, BN, weight norm or none.
 
-The architecture of the NormProp paper's CIFAR/SVHN experiments (SPEC.md
-section 4, reconstructed): 'same' padding throughout,
+The architecture of the NormProp paper's CIFAR/SVHN experiments
+(docs/method.md, "Architecture"; reconstructed): 'same' padding throughout,
 
 ```
 conv 5x5 192 -> 1x1 160 -> 1x1 96  -> maxpool 3x3/2 -> (dropout)
@@ -116,7 +116,7 @@ def nin(norm='normprop', num_classes=10, width=1.0, dropout=0.0,
   else:
     x = keras.layers.Conv2D(num_classes, 1, name='classifier')(x)
   x = keras.layers.GlobalAveragePooling2D(name='global_pool')(x)
-  # Logits stay float32 under mixed precision (STACK.md).
+  # Logits stay float32 under mixed precision (docs/stack.md).
   logits = keras.layers.Activation('linear', dtype='float32', name='logits')(x)
   return keras.Model(inputs, logits, name=name or f'nin_{norm}')
 

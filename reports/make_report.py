@@ -43,9 +43,11 @@ def _distinct(values):
 def header(runs):
   """The top of the README: scale, data, hardware, wall time."""
   configs = [r.config for r in runs.values()]
-  sources = _distinct((c.get('run.data_source') or '').strip('\'"') or None
-                      for c in configs) or ['../shared/data/cifar10-jpg.tar.gz']
-  widths = _distinct(c.get('run.width') for c in configs)
+  sources = _distinct(os.path.basename(str(c.get('data', {}).get('source')))
+                      for c in configs if c.get('data', {}).get('source'))
+  widths = _distinct(str(c.get('model', {}).get('width')) for c in configs
+                     if c.get('model'))
+  versions = _distinct(r.code_version for r in runs.values())
   hardware = _distinct(lib.hardware_string(r.hardware) for r in runs.values()
                        if r.hardware)
   fingerprints = _distinct((r.summary or {}).get('dataset_fingerprint')
@@ -75,6 +77,9 @@ def header(runs):
       ' 45,000 train / 5,000 validation (held out from train) / 10,000 test.'
       + (f' Dataset fingerprint: `{"`, `".join(fingerprints)}`.'
          if fingerprints else ''),
+      f'- Code: {", ".join(f"`{v}`" for v in versions) or "-"} (`git '
+      'describe` of the checkout that made the records; each run\'s is in '
+      'its flags.json).',
       f'- Hardware: {"; ".join(hardware) or "-"}. Plots: matplotlib '
       f'{matplotlib.__version__} (another version may draw different PNG '
       'bytes).',
@@ -92,7 +97,7 @@ def header(runs):
       '1. Convergence (Figure 3)', '2. Batch size 1 (Figure 4)',
       '3. Internal covariate shift (Figure 2)',
       '4. Global vs minibatch input normalization (Figure 1)',
-      '5. Speed (Figure 5)', '6. Learning-rate stability (SPEC.md section 7)',
+      '5. Speed (Figure 5)', '6. Learning-rate stability',
       '7. Table 1 analogue', '8. Conclusions', '']
 
 

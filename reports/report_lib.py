@@ -1,8 +1,10 @@
 """Reads the plain run records of `reports/runs/` and computes statistics.
 
 A run directory (written by `reports.run_protocol`) holds `metrics.jsonl`,
-`summary.json`, `operative_config.gin`, `flags.json`, and `exit_status` when
-the training binary exited with an error. This module only reads them and
+`summary.json`, `config.json` (the run's settings by component, with plain
+keys), `operative_config.gin`, `flags.json`, and `exit_status` when the
+training binary exited with an error. The report reads settings from
+`config.json` only, never from gin's names. This module only reads them and
 computes numbers (means and spreads over seeds, stable learning-rate ranges,
 NormProp - BN differences); `report_plots` draws and `make_report` writes.
 
@@ -14,11 +16,10 @@ import dataclasses
 import json
 import math
 import os
-import re
 import statistics
 
-RECORD_FILES = ('metrics.jsonl', 'summary.json', 'operative_config.gin',
-                'flags.json', 'exit_status')
+RECORD_FILES = ('metrics.jsonl', 'summary.json', 'config.json',
+                'operative_config.gin', 'flags.json', 'exit_status')
 SPEED_FILE = os.path.join('speed', 'step_time.jsonl')
 # normprop_tf.train exits with status 1 on a user-facing TrainingError; in a
 # run of this protocol that is the non-finite loss check (a diverged run).
@@ -38,16 +39,6 @@ def read_jsonl(path):
     return []
   with open(path, encoding='utf-8') as f:
     return [json.loads(line) for line in f if line.strip()]
-
-
-def parse_operative_config(text):
-  """{'run.width': '0.25', ...}: the bindings of an operative_config.gin."""
-  config = {}
-  for line in text.splitlines():
-    match = re.match(r'^([\w.]+)\s*=\s*(.*?)\s*$', line)
-    if match:
-      config[match.group(1)] = match.group(2)
-  return config
 
 
 @dataclasses.dataclass
@@ -87,8 +78,15 @@ class Run:
       return self.summary['seed']
     if self.records:
       return self.records[0].get('seed')
-    value = self.config.get('run.seed')
-    return int(value) if value is not None else None
+    return self.setting('runtime', 'seed')
+
+  def setting(self, group, key, default=None):
+    """A value of config.json, e.g. setting('optimizer', 'learning_rate')."""
+    return self.config.get(group, {}).get(key, default)
+
+  @property
+  def code_version(self):
+    return (self.flags or {}).get('code_version')
 
   @property
   def wall_seconds(self):
@@ -130,11 +128,7 @@ class Run:
 
 def load_run(path):
   name = os.path.basename(os.path.normpath(path))
-  config_path = os.path.join(path, 'operative_config.gin')
-  config = {}
-  if os.path.exists(config_path):
-    with open(config_path, encoding='utf-8') as f:
-      config = parse_operative_config(f.read())
+  config = _read_json(os.path.join(path, 'config.json')) or {}
   exit_status = None
   status_path = os.path.join(path, 'exit_status')
   if os.path.exists(status_path):
@@ -160,9 +154,17 @@ def load_runs(runs_dir):
   return runs
 
 
+# Release 0.1's benchmark called the plain network 'none'.
+_LEGACY_VARIANTS = {'none': 'plain'}
+
+
 def load_speed(runs_dir):
   """The rows of benchmarks.step_time --records_file ([] if absent)."""
-  return read_jsonl(os.path.join(runs_dir, SPEED_FILE))
+  rows = read_jsonl(os.path.join(runs_dir, SPEED_FILE))
+  for row in rows:
+    if 'variant' in row:
+      row['variant'] = _LEGACY_VARIANTS.get(row['variant'], row['variant'])
+  return rows
 
 
 # ---- statistics -------------------------------------------------------------
@@ -274,11 +276,22 @@ def duration(seconds):
 
 
 def hardware_string(hardware):
+  """'AMD EPYC (family 25 model 17; avx2, avx512f), 2 cores, TF 2.21.0'."""
   if not hardware:
     return '-'
   devices = hardware.get('logical_devices') or {}
   accel = ', '.join(f'{n} {d}' for d, n in sorted(devices.items())
                     if d != 'CPU')
-  text = (f'{hardware.get("cpu", "?")}, {hardware.get("cpu_count", "?")} '
-          f'cores, TF {hardware.get("tensorflow", "?")}')
+  detail = []
+  if hardware.get('cpu_family'):
+    detail.append(f'family {hardware["cpu_family"]} model '
+                  f'{hardware.get("cpu_model")}')
+  if hardware.get('cpu_flags'):
+    detail.append(', '.join(hardware['cpu_flags']))
+  cpu = hardware.get('cpu', '?') + (f' ({"; ".join(detail)})' if detail
+                                     else '')
+  backend = (f'TF {hardware["tensorflow"]}' if hardware.get('tensorflow') else
+             f'Keras {hardware.get("keras", "?")} on '
+             f'{hardware.get("keras_backend", "?")}')
+  text = f'{cpu}, {hardware.get("cpu_count", "?")} cores, {backend}'
   return text + (f', {accel}' if accel else '')

@@ -37,7 +37,8 @@ class Context:
 def expected_command(name):
   for _, run_name, gin_file, bindings in run_protocol.experiments():
     if run_name == name:
-      args = run_protocol.command(name, gin_file, bindings, 'runs/reduced')
+      args = run_protocol.command(name, gin_file, bindings, 'runs/reduced',
+                                  run_protocol.DEFAULT_DATA_SOURCE)
       return shlex.join(['python'] + args[1:])
   raise KeyError(name)
 

@@ -10,12 +10,12 @@ from reports import report_lib as lib
 from reports import report_markdown as md
 from reports import report_plots as plots
 
-METHODS = {'normprop': 'NormProp', 'bn': 'BN', 'wn': 'weight norm',
+METHODS = {'normprop': 'NormProp', 'batchnorm': 'BN', 'weightnorm': 'weight norm',
            'plain': 'plain', 'standardize': 'global (dataset statistics)',
            'minibatch': 'minibatch statistics'}
-# SPEC.md section 4, Table 1 (reconstructed from memory, unverified).
-PAPER_TABLE1 = {'C10': {'normprop': 0.0911, 'bn': 0.0941},
-                'C10+aug': {'normprop': 0.0747, 'bn': 0.0725}}
+# docs/method.md, "Table 1" (reconstructed from memory, unverified).
+PAPER_TABLE1 = {'C10': {'normprop': 0.0911, 'batchnorm': 0.0941},
+                'C10+aug': {'normprop': 0.0747, 'batchnorm': 0.0725}}
 SPEED_COMMAND = ('python -m benchmarks.step_time --widths=1.0,0.5 '
                  '--records_file=reports/runs/speed/step_time.jsonl')
 
@@ -100,7 +100,7 @@ def exp1_convergence(ctx):
            '(shaded in the plot, in parentheses in the table).', '']
   runs = ctx.group_runs('convergence_')
   by_method = _by_method_seed(runs, 'convergence_',
-                              ('normprop', 'bn', 'wn', 'plain'))
+                              ('normprop', 'batchnorm', 'weightnorm', 'plain'))
   if by_method:
     lines += _curves_section(
         ctx, by_method, 'exp1_convergence.png',
@@ -121,7 +121,7 @@ def _train_window(run):
   if not points:
     return None
   steps = points[-1][0] - (points[-2][0] if len(points) > 1 else 0)
-  batch = int(run.config.get('run.global_batch_size', '0') or 0)
+  batch = run.setting('train_input', 'global_batch_size') or 0
   return points[-1][2], steps * batch
 
 
@@ -137,7 +137,7 @@ def exp2_batch1(ctx):
   runs = {n: r for n, r in ctx.runs.items()
           if n.startswith(('batch1_', 'batch50_'))}
   rows, bar_values = [], {}
-  for method in ('normprop', 'bn'):
+  for method in ('normprop', 'batchnorm'):
     for batch in (50, 1):
       run = runs.get(f'batch{batch}_{method}')
       if run is None:
@@ -171,7 +171,7 @@ def exp2_batch1(ctx):
                        'test error %', 'validation error %',
                        'train error % (last window)', 'window (examples)',
                        'test - train (points)', 'status'], rows)
-    bn1 = bar_values.get(('bn', 1))
+    bn1 = bar_values.get(('batchnorm', 1))
     if bn1 and None not in bn1:
       lines += ['', f'BN at batch 1: train error {lib.pct(bn1[0])}% '
                 f'(training mode) vs test error {lib.pct(bn1[1])}% '
@@ -199,7 +199,7 @@ def exp3_ics(ctx):
       '|true mean - moving mean| / moving std and |true std / moving std - '
       '1| (its moving averages). Lower is better.', '']
   runs = ctx.group_runs('ics_')
-  by_method = {m: runs[f'ics_{m}'] for m in ('normprop', 'bn')
+  by_method = {m: runs[f'ics_{m}'] for m in ('normprop', 'batchnorm')
                if f'ics_{m}' in runs and runs[f'ics_{m}'].records}
   if by_method:
     panels = []
@@ -295,10 +295,10 @@ def _signed_spread(s):
 
 # ---- experiment 5 -----------------------------------------------------------
 
-SPEED_VARIANTS = ('normprop', 'batchnorm', 'weightnorm', 'none',
+SPEED_VARIANTS = ('normprop', 'batchnorm', 'weightnorm', 'plain',
                   'normprop_folded', 'batchnorm_folded')
 SPEED_NAMES = {'normprop': 'NormProp', 'batchnorm': 'BN',
-               'weightnorm': 'weight norm', 'none': 'plain',
+               'weightnorm': 'weight norm', 'plain': 'plain',
                'normprop_folded': 'NormProp folded',
                'batchnorm_folded': 'BN folded'}
 
@@ -349,7 +349,7 @@ def exp5_speed(ctx):
       'shapes.', "Analogue of the paper's Figure 5 and of the "
       "abstract's speed claim")
   plain = {(r['width'], r['batch'], k): r.get(f'{k}_sec_per_step')
-           for r in rows if r['variant'] == 'none' for k in ('train', 'infer')}
+           for r in rows if r['variant'] == 'plain' for k in ('train', 'infer')}
   bn = {(r['width'], r['batch']): r.get('train_sec_per_step')
         for r in rows if r['variant'] == 'batchnorm'}
   out = []
@@ -390,7 +390,7 @@ def _seconds(median, lo, hi):
 
 
 def _learning_rate(run):
-  value = run.config.get('run.learning_rate')
+  value = run.setting('optimizer', 'learning_rate')
   if value is None:
     value = run.name.rsplit('-lr', 1)[-1]
   return float(value)
@@ -398,9 +398,10 @@ def _learning_rate(run):
 
 def _divergence_window(run):
   """'steps a-b': where the loss became non-finite, from the train logs."""
-  last = run.last('train', 'loss')
-  start = last[0] if last else 0
-  every = int(run.config.get('run.log_every_steps', '0') or 0)
+  steps = [step for step, _, _ in run.series('train', 'loss')]
+  start = steps[-1] if steps else 0
+  # The logging cadence, read off the records: the first logged step.
+  every = steps[0] if steps else 0
   if not every:
     return f'after step {start}'
   return f'non-finite loss in steps {start + 1}-{start + every}'
@@ -420,7 +421,7 @@ def exp6_lr_sweep(ctx):
     method = name[len('lr_sweep_'):].split('-lr')[0]
     by_method.setdefault(method, {})[_learning_rate(run)] = run
   if by_method:
-    methods = [m for m in ('normprop', 'bn') if m in by_method]
+    methods = [m for m in ('normprop', 'batchnorm') if m in by_method]
     rates = sorted({lr for m in methods for lr in by_method[m]})
     rows = []
     for lr in rates:
@@ -481,7 +482,8 @@ def exp6_lr_sweep(ctx):
     lines += ['', '![learning-rate sweep](figures/exp6_lr_sweep.png)']
     lines += md.caption(ctx, 'One epoch per learning rate; x at the top: '
                         'diverged (non-finite loss).', 'No paper figure: the '
-                        'full-width divergence of SPEC.md section 7')
+                        'full-width divergence of docs/method.md, "Learning rate and '
+                        'initialization"')
     lines += md.runs_table(runs)
   return lines + md.missing(['lr_sweep'], runs)
 
@@ -495,32 +497,32 @@ def exp7_table1(ctx):
            'Final test error of the experiment 1 runs (C10) and of the same '
            'runs with "+aug" (pad 4, random crop, flip). The absolute errors '
            'are not comparable with the paper\'s (reduced scale); compare the '
-           'difference NormProp - BN. The paper\'s numbers are SPEC.md\'s '
-           'reconstruction of Table 1 (from memory, unverified). Differences '
+           'difference NormProp - BN. The paper\'s numbers are the '
+           'reconstruction of Table 1 in docs/method.md (from memory, unverified). Differences '
            'are paired by seed; the range is over seeds.', '']
   rows = []
   present = {}
   for column, prefix in (('C10', 'convergence_'), ('C10+aug', 'aug_')):
     runs = ctx.group_runs(prefix)
     present.update(runs)
-    by_method = _by_method_seed(runs, prefix, ('normprop', 'bn'))
+    by_method = _by_method_seed(runs, prefix, ('normprop', 'batchnorm'))
     errors = {m: {s: r.final_error('test') for s, r in by_method.get(
-        m, {}).items()} for m in ('normprop', 'bn')}
+        m, {}).items()} for m in ('normprop', 'batchnorm')}
     cells = []
-    for method in ('normprop', 'bn'):
+    for method in ('normprop', 'batchnorm'):
       some = next(iter(by_method.get(method, {}).values()), None)
       cells.append(md.num(
           lib.pct_spread(lib.spread(errors[method].values())), some))
-    diff = lib.paired_difference(errors['normprop'], errors['bn'])
+    diff = lib.paired_difference(errors['normprop'], errors['batchnorm'])
     paper = PAPER_TABLE1[column]
-    paper_diff = paper['normprop'] - paper['bn']
+    paper_diff = paper['normprop'] - paper['batchnorm']
     agree = '-'
     if diff is not None:
       agree = 'yes' if (diff.mean > 0) == (paper_diff > 0) else 'no'
       if diff.lo < 0 < diff.hi:
         agree += ' (the seeds disagree in sign)'
     rows.append([column, *cells, _signed_spread(diff) if diff else '-',
-                 lib.pct(paper['normprop']), lib.pct(paper['bn']),
+                 lib.pct(paper['normprop']), lib.pct(paper['batchnorm']),
                  lib.signed_pct(paper_diff), agree])
   lines += md.table(['column', 'NormProp here %', 'BN here %',
                      'NormProp - BN here (points)', 'paper NormProp %',
@@ -532,7 +534,7 @@ def exp7_table1(ctx):
   if aug:
     lines += md.runs_table(aug)
   return lines + md.missing(['convergence', 'aug'], present,
-                            ['convergence_normprop', 'convergence_bn', 'aug_'])
+                            ['convergence_normprop', 'convergence_batchnorm', 'aug_'])
 
 
 SECTIONS = (exp1_convergence, exp2_batch1, exp3_ics, exp4_input, exp5_speed,

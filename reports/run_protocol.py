@@ -31,8 +31,11 @@ _ONLY = flags.DEFINE_list('only', [], 'Experiment groups to run (default: '
 _WORK_DIR = flags.DEFINE_string('work_dir', 'runs/reduced',
                                 'Where model_dirs (checkpoints, events) go.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the commands only.')
+# The offline JPEG copy of CIFAR-10 beside the project, which the committed
+# records were prepared from (PROTOCOL.md, "Data").
+DEFAULT_DATA_SOURCE = '../shared/data/cifar10-jpg.tar.gz'
 _DATA_SOURCE = flags.DEFINE_string(
-    'data_source', '../shared/data/cifar10-jpg.tar.gz',
+    'data_source', DEFAULT_DATA_SOURCE,
     'Where data/cifar10 is prepared from on first use (dataset.source): '
     "the offline JPEG copy of CIFAR-10 the committed records used, or 'tfds' "
     'on a connected machine.')

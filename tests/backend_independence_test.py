@@ -1,7 +1,17 @@
-"""The core modules run under the JAX backend with TensorFlow unimportable."""
+"""The core modules run under the JAX backend with TensorFlow unimportable.
+
+The core (`activations`, `functional`, `initializers`, `layers`, `models`,
+`export`) is what `pip install .` installs without extras: Keras and NumPy.
+A subprocess with `KERAS_BACKEND=jax` and `tensorflow` made unimportable
+loads TF-saved weights into every NIN variant, matches the TF outputs, takes
+an SGD step, and folds the model with `export.fold` (the folded output must
+match the unfolded one). `setup.py`'s core requirements are checked too.
+"""
 
 import json
 import os
+import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,7 +27,8 @@ _JAX_SCRIPT = textwrap.dedent('''
     import keras
     import numpy as np
     import normprop_tf
-    from normprop_tf import models
+    from normprop_tf import activations, export, functional, initializers
+    from normprop_tf import layers, models
     assert keras.backend.backend() == 'jax', keras.backend.backend()
     assert sys.modules['tensorflow'] is None
     tmp = sys.argv[1]
@@ -29,7 +40,7 @@ _JAX_SCRIPT = textwrap.dedent('''
       model.load_weights(f'{tmp}/{norm}.weights.h5')
       ref = np.load(f'{tmp}/{norm}.npy')
       got = np.asarray(model(x, training=False))
-      # rtol 1e-5 as the issue asks, plus atol 1e-6 (~8 float32 ulps at 1)
+      # rtol 1e-5 (float32 layer tolerance), plus atol 1e-6 (~8 float32 ulps at 1)
       # for logits near 0, where a relative test alone is meaningless.
       excess = float(np.max(np.abs(got - ref) - 1e-5 * np.abs(ref)))
       model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
@@ -38,9 +49,14 @@ _JAX_SCRIPT = textwrap.dedent('''
       before = float(model.evaluate(x, y, verbose=0))
       model.train_on_batch(x, y)
       after = float(model.evaluate(x, y, verbose=0))
+      folded = export.fold(model)
+      want = np.asarray(model(x, training=False))
+      folded_out = np.asarray(folded(x, training=False))
+      fold_excess = float(np.max(np.abs(folded_out - want) -
+                                 1e-5 * np.abs(want)))
       result[norm] = dict(excess=excess,
                           max_abs_err=float(np.max(np.abs(got - ref))),
-                          before=before, after=after)
+                          before=before, after=after, fold_excess=fold_excess)
     print('RESULT ' + json.dumps(result))
 ''')
 
@@ -70,3 +86,13 @@ def test_nin_under_jax_matches_tensorflow_and_trains(tmp_path):
   for norm, r in result.items():
     assert r['excess'] <= 1e-6, (norm, r)  # |got - ref| <= 1e-6 + 1e-5|ref|.
     assert r['after'] < r['before'], (norm, r)
+    assert r['fold_excess'] <= 1e-6, (norm, r)  # Folded, under JAX.
+
+
+def test_core_install_requires_no_tensorflow():
+  """`pip install .` without extras: Keras and NumPy only."""
+  text = (pathlib.Path(__file__).resolve().parents[1] / 'setup.py').read_text()
+  core = re.search(r'install_requires=\[(.*?)\]', text, re.S).group(1)
+  names = {re.split(r'[<>=\[ ]', n.strip().strip("'"))[0]
+           for n in core.split(',') if n.strip()}
+  assert names == {'keras', 'numpy'}, names

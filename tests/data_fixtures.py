@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep import prepare as prepare_lib
+from normprop_tf.data.preparation import preparer as prepare_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARBALL = ROOT.parent / 'shared' / 'data' / 'cifar10-jpg.tar.gz'
@@ -51,7 +51,7 @@ def subset_members():
   if not TARBALL.is_file():
     # A failure, not a skip: these tests are the real-data coverage.
     pytest.fail(f'{TARBALL} not found: the real CIFAR-10 copy must sit at '
-                '../shared/data/ beside the project (see its README.md).')
+                '../shared/data/ beside the project (README.md, "Tests").')
   by_dir = {}
   with tarfile.open(TARBALL, 'r:gz') as tar:
     for member in tar:

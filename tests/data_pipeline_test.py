@@ -30,7 +30,7 @@ def _all(ds):
 
 
 def _epoch(data_dir, split='train', **kwargs):
-  kwargs = {'shuffle': False, 'repeat': False, 'drop_remainder': False,
+  kwargs = {'training': False,
             **kwargs}
   return _all(data.make_dataset(data_dir, split, 64, **kwargs))
 
@@ -226,7 +226,7 @@ def test_input_context_gives_per_replica_batch_and_disjoint_shards(
                                      input_pipeline_id=i,
                                      num_replicas_in_sync=2)
     ds = data.make_dataset(prepared[0], split, 32, input_context=ctx,
-                           shuffle=False, repeat=False, drop_remainder=False,
+                           training=False,
                            preprocessing='none')
     batches = [(x.numpy(), y.numpy()) for x, y in ds]
     assert max(len(y) for _, y in batches) == 16  # 32 / 2 replicas

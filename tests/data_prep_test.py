@@ -1,9 +1,9 @@
-"""data_prep: end to end on real CIFAR-10 JPEGs, every source, every error.
+"""Data preparation: end to end on real CIFAR-10 JPEGs, every source and error.
 
 The subset (40 train + 10 test images per class of the real CIFAR-10 copy,
 seeded) is prepared once per session (tests/data_fixtures.py). Each bad
-input of issue 3 section 3 has its own test, which checks that the message
-names the file or value and says what to do.
+input has its own test, which checks that the message names the file or
+value and says what to do.
 """
 
 import hashlib
@@ -22,12 +22,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_prep import prepare as prepare_lib
-from data_prep import sources
-from data_prep import splits
 from normprop_tf import data
 from normprop_tf.data import schema
 from normprop_tf.data import stats as stats_lib
+from normprop_tf.data.preparation import preparer as prepare_lib
+from normprop_tf.data.preparation import splits
+from normprop_tf.data.preparation import tfds_source
 pytest.register_assert_rewrite('tests.data_fixtures')
 from tests.data_fixtures import (  # pylint: disable=g-import-not-at-top
     CLASSES, NUM_SHARDS, PER_CLASS, ROOT, SEED, VALIDATION_SIZE, write_tree)
@@ -164,7 +164,7 @@ def test_interrupted_run_never_looks_complete(prepared, subset_tar, tmp_path,
   left = os.listdir(data_dir)
   # The old marker went first; the half-written shard was removed.
   assert 'stats.json' not in left and 'stats.npz' not in left
-  assert not [n for n in left if n.endswith('.tmp')], left
+  assert not [n for n in left if '.tmp' in n], left
   assert 'train-00000-of-00004.tfrecord' in left  # one complete shard
   with pytest.raises(DataError, match='no completed preparation.*python -m '
                      'data_prep.prepare --dataset=DATASET'):
@@ -270,7 +270,7 @@ def test_tfds_source_under_mock_data(tmp_path, monkeypatch):
   # A connected machine: the reachability probe passes, and mock_data makes
   # download_and_prepare a no-op and as_dataset generate examples from the
   # builder's own feature spec.
-  monkeypatch.setattr(sources, 'check_reachable', lambda *a, **k: None)
+  monkeypatch.setattr(tfds_source, 'check_reachable', lambda *a, **k: None)
   data_dir = str(tmp_path / 'tfds_out')
   with tfds.testing.mock_data(num_examples=40,
                               policy=tfds.testing.MockPolicy.USE_CODE):
@@ -287,7 +287,7 @@ def test_tfds_source_under_mock_data(tmp_path, monkeypatch):
   assert info['prepare_args']['source_fingerprint'].startswith('tfds:cifar10')
 
 
-# ---- bad input: one test per case of issue 3 section 3 ---------------------
+# ---- bad input: one test per case ------------------------------------------
 
 
 def test_error_missing_shard(prepared, tmp_path):
@@ -405,9 +405,9 @@ def test_error_unknown_dataset_name(prepared, tmp_path):
                      r'of: cifar10, cifar100, svhn'):
     prepare_lib.prepare('cifar11', str(tmp_path / 'out'))
   with pytest.raises(DataError, match=r"Unknown dataset 'mnist'"):
-    data.make_dataset(prepared[0], 'train', 8, dataset='mnist')
+    data.load_stats(prepared[0], dataset='mnist')
   with pytest.raises(DataError, match=r"holds dataset 'cifar10', not 'svhn'"):
-    data.make_dataset(prepared[0], 'train', 8, dataset='svhn')
+    data.load_stats(prepared[0], dataset='svhn')
 
 
 def test_error_tfds_unreachable_fails_fast(tmp_path, monkeypatch):

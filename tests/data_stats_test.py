@@ -16,7 +16,8 @@ What "close to identity" means here, and the tolerances:
   and agreement with that prediction within 1e-4; the off-diagonal terms
   reach 0.54 on these patches (measured). On the full prepared CIFAR-10
   (3072-d, 45k images) only 241 of 3072 eigenvalues exceed 0.9 and
-  neighbouring pixels stay correlated; see the report of issue 3.
+  neighbouring pixels stay correlated (docs/method.md, "Input
+  normalization").
 """
 
 import numpy as np

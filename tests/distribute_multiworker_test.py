@@ -10,7 +10,7 @@ hosts (which would share model_dir on a network file system or gs://).
    directory of worker 1 is left), and the result matches a single-process
    run with the same global batch (20).
 
-   The runs use `run.input_sharding = 'batches'`: every worker reads the
+   The runs use `input_pipeline.shard_by = 'batches'`: every worker reads the
    split like the single process and keeps its half of each global batch,
    so both runs see the same 20 examples at every step and differ only in
    float32 summation order (each replica sums 10 per-example gradients,
@@ -74,14 +74,14 @@ def _free_ports(n):
 def _command(data_dir, model_dir, steps, checkpoint_every, multi_worker,
              input_sharding='batches'):
   bindings = [
-      f"run.data_dir = '{data_dir}'", 'run.data_source = None',
-      f'run.global_batch_size = {GLOBAL_BATCH}', 'run.epochs = None',
-      f'run.train_steps = {steps}',
-      f'run.checkpoint_every_steps = {checkpoint_every}',
-      'run.log_every_steps = 1', 'run.stats_every_steps = 6',
-      'run.eval_every_steps = 0', f"run.input_sharding = '{input_sharding}'"]
+      f"dataset.data_dir = '{data_dir}'", 'dataset.source = None',
+      f'train/input_pipeline.global_batch_size = {GLOBAL_BATCH}', 'trainer.epochs = None',
+      f'trainer.train_steps = {steps}',
+      f'trainer.checkpoint_every_steps = {checkpoint_every}',
+      'trainer.log_every_steps = 1', 'hidden_stats.every_steps = 6',
+      'trainer.eval_every_steps = 0', f"input_pipeline.shard_by = '{input_sharding}'"]
   if multi_worker:
-    bindings.append("run.strategy_name = 'multi_worker'")
+    bindings.append("strategy.name = 'multi_worker'")
   return ([sys.executable, '-m', 'normprop_tf.train',
            f'--gin_file={ROOT / "gin" / "smoke.gin"}',
            f'--model_dir={model_dir}'] +
@@ -281,7 +281,7 @@ def test_killed_worker_stops_the_job_and_a_rerun_resumes(victim, prepared,
 _HANG_SCRIPT = """
 import json, os, sys, time
 import tensorflow as tf
-from normprop_tf import strategies
+from normprop_tf.training import strategies
 strategy = strategies.create_strategy('multi_worker', collective_timeout=3)
 index = json.loads(os.environ['TF_CONFIG'])['task']['index']
 total = tf.function(lambda: strategy.reduce(

@@ -11,13 +11,13 @@ it computes in bfloat16. Here:
   tests/distribute_multiworker_test.py);
 - `strategies.check_global_batch` rejects a global batch not divisible by
   the replica count and, on TPU, by 8 x cores, or dynamic shapes; `run`
-  turns that into a ConfigError naming run.global_batch_size (a stand-in
+  turns that into a ConfigError naming train/input_pipeline.global_batch_size (a stand-in
   with TPUStrategy's spec plays the TPU: `isinstance` is what the check
   uses);
 - `mixed_bfloat16` is a gin setting that reaches the model, needs no loss
   scaling, and trains (on CPU).
 
-That `run.strategy_name = 'tpu'` without a TPU fails fast, with exit status
+That `strategy.name = 'tpu'` without a TPU fails fast, with exit status
 1 and no traceback, is tests/train_failures_test.py
 (test_tpu_requested_without_a_tpu_fails_fast).
 """
@@ -32,10 +32,10 @@ import pytest
 import tensorflow as tf
 
 from normprop_tf import data
-from normprop_tf import errors
-from normprop_tf import gin_utils
-from normprop_tf import strategies
-from normprop_tf import train_lib
+from normprop_tf.training import experiment
+from normprop_tf.training import gin_config as gin_utils
+from normprop_tf.training import strategies
+from normprop_tf.utils import checks
 
 pytest_plugins = ('tests.data_fixtures',)
 
@@ -113,25 +113,35 @@ def test_global_batch_rules():
     strategies.check_global_batch(tpu, 64, False)
 
 
+def _build(model_dir, strategy, data_dir, *bindings):
+  gin.clear_config()
+  gin_utils.parse([], [f"dataset.data_dir = '{data_dir}'", 'nin.width = 0.05',
+                       'trainer.train_steps = 1', *bindings])
+  previous = keras.config.dtype_policy()
+  try:
+    return experiment.build(str(model_dir), strategy)
+  finally:
+    keras.config.set_dtype_policy(previous)
+    gin.clear_config()
+
+
 def test_run_reports_a_bad_global_batch_as_a_config_error(prepared,
                                                           tmp_path):
   data_dir, _ = prepared
-  with pytest.raises(errors.ConfigError) as info:
-    train_lib.run(str(tmp_path / 'run'), strategy=_fake_tpu(8),
-                  data_dir=data_dir, width=0.05, train_steps=1,
-                  global_batch_size=72, build_only=True)
+  with pytest.raises(checks.ArgumentError) as info:
+    _build(tmp_path / 'run', _fake_tpu(8), data_dir,
+           'train/input_pipeline.global_batch_size = 72')
   message = str(info.value)
   assert 'divisible by 8 x 8 cores = 64' in message
   assert 'global_batch_size=72' in message
-  assert 'run.global_batch_size' in message
+  assert 'train/input_pipeline.global_batch_size' in message
   # Evaluation batches are split over the cores too.
-  with pytest.raises(errors.ConfigError, match=(
-      "multiple of the 8 replicas of the 'tpu' strategy. Received: "
-      'eval_batch_size=250')):
-    train_lib.run(str(tmp_path / 'run'), strategy=_fake_tpu(8),
-                  data_dir=data_dir, width=0.05, train_steps=1,
-                  global_batch_size=64, eval_batch_size=250,
-                  build_only=True)
+  with pytest.raises(checks.ArgumentError, match=(
+      "eval/input_pipeline must be a multiple of the 8 replicas of the 'tpu' "
+      'strategy. Received: global_batch_size=250')):
+    _build(tmp_path / 'run', _fake_tpu(8), data_dir,
+           'train/input_pipeline.global_batch_size = 64',
+           'eval/input_pipeline.global_batch_size = 250')
 
 
 @pytest.fixture
@@ -145,18 +155,24 @@ def test_mixed_bfloat16_is_a_gin_setting_and_trains(prepared, tmp_path,
                                                      _clean_gin):
   data_dir, _ = prepared
   gin_utils.parse([str(ROOT / 'gin' / 'smoke.gin')], [
-      f"run.data_dir = '{data_dir}'", 'run.data_source = None',
-      "run.precision_policy = 'mixed_bfloat16'", 'run.width = 0.05',
-      'run.epochs = None', 'run.train_steps = 2', 'run.global_batch_size = 16',
-      'run.eval_every_steps = 0', 'run.stats_every_steps = 0'])
-  built = train_lib.run(str(tmp_path / 'built'), build_only=True)
+      f"dataset.data_dir = '{data_dir}'", 'dataset.source = None',
+      "experiment.precision_policy = 'mixed_bfloat16'", 'nin.width = 0.05',
+      'trainer.epochs = None', 'trainer.train_steps = 2',
+      'train/input_pipeline.global_batch_size = 16',
+      'trainer.eval_every_steps = 0', 'hidden_stats.every_steps = 0'])
+  strategy = tf.distribute.get_strategy()
+  previous = keras.config.dtype_policy()
+  try:
+    built = experiment.build(str(tmp_path / 'built'), strategy)
+  finally:
+    keras.config.set_dtype_policy(previous)
   assert built.model.dtype_policy.name == 'mixed_bfloat16'
   assert built.model.layers[1].compute_dtype == 'bfloat16'
   # bfloat16 has float32's exponent range: no loss scaling.
   assert not isinstance(built.optimizer,
                         keras.optimizers.LossScaleOptimizer)
   assert all(v.dtype == 'float32' for v in built.model.trainable_variables)
-  summary = train_lib.run(str(tmp_path / 'run'))
+  summary = experiment.run(str(tmp_path / 'run'), strategy)
   assert summary['precision_policy'] == 'mixed_bfloat16'
   assert summary['steps'] == 2
   assert np.isfinite(summary['final']['validation']['loss'])

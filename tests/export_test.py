@@ -1,6 +1,5 @@
 """fold(): NormProp and BN models become standard Keras layers, exactly."""
 
-import pathlib
 import subprocess
 import sys
 import tarfile
@@ -14,9 +13,7 @@ import tensorflow as tf
 from normprop_tf import export
 from normprop_tf import layers
 from normprop_tf import models
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-CIFAR_JPG = ROOT.parent / 'shared' / 'data' / 'cifar10-jpg.tar.gz'
+from tests.data_fixtures import TARBALL as CIFAR_JPG
 _STANDARD = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.Activation,
              keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
              keras.layers.GlobalAveragePooling2D, keras.layers.Rescaling,

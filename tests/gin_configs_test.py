@@ -1,8 +1,8 @@
 """Every shipped gin file parses strictly and builds its model and dataset.
 
 Each experiment file is parsed with `skip_unknown=False` (as the binary
-does), then `train_lib.run(build_only=True)` builds everything the real run
-builds (data check, strategy, model, optimizer, checkpoint, datasets, probe)
+does), then `experiment.build` builds everything the real run builds (data
+check, strategy, model, optimizer, checkpoint, datasets, probe)
 with tiny overrides: width 0.05, a small prepared subset of the real CIFAR-10
 copy (tests/data_fixtures.py), batch <= 10. The test then checks that the
 paper-critical values in the file reach the built objects. SVHN and CIFAR-100
@@ -10,6 +10,7 @@ files run on the CIFAR-10 subset (the dataset name is overridden, the rest of
 the file is kept): no copy of those datasets exists on this machine.
 """
 
+import dataclasses
 import os
 import pathlib
 import re
@@ -19,10 +20,10 @@ import keras
 import pytest
 import tensorflow as tf
 
-from normprop_tf import errors
-from normprop_tf import gin_utils
 from normprop_tf import models
-from normprop_tf import train_lib
+from normprop_tf.training import errors
+from normprop_tf.training import experiment
+from normprop_tf.training import gin_config as gin_utils
 
 pytest_plugins = ('tests.data_fixtures',)
 
@@ -34,30 +35,31 @@ ALL_FILES = sorted(GIN.rglob('*.gin'))
 # Counterparts: (NormProp file, other file); they may differ only in the
 # normalization settings.
 COUNTERPARTS = [
-    ('nin_cifar10', 'nin_cifar10_bn'),
-    ('nin_cifar10_aug', 'nin_cifar10_bn_aug'),
-    ('nin_cifar100', 'nin_cifar100_bn'),
-    ('nin_cifar100_aug', 'nin_cifar100_bn_aug'),
-    ('nin_svhn', 'nin_svhn_bn'),
-    ('nin_cifar10_batch1', 'nin_cifar10_bn_batch1'),
-    ('nin_cifar10', 'nin_cifar10_wn'),
+    ('nin_cifar10', 'nin_cifar10_batchnorm'),
+    ('nin_cifar10_aug', 'nin_cifar10_batchnorm_aug'),
+    ('nin_cifar100', 'nin_cifar100_batchnorm'),
+    ('nin_cifar100_aug', 'nin_cifar100_batchnorm_aug'),
+    ('nin_svhn', 'nin_svhn_batchnorm'),
+    ('nin_cifar10_batch1', 'nin_cifar10_batchnorm_batch1'),
+    ('nin_cifar10', 'nin_cifar10_weightnorm'),
     ('nin_cifar10', 'nin_cifar10_plain'),
-    # gin/reduced (issue 6's reduced-scale protocol).
-    ('reduced/convergence_normprop', 'reduced/convergence_bn'),
-    ('reduced/convergence_normprop', 'reduced/convergence_wn'),
+    # gin/reduced (the reduced-scale protocol, reports/PROTOCOL.md).
+    ('reduced/convergence_normprop', 'reduced/convergence_batchnorm'),
+    ('reduced/convergence_normprop', 'reduced/convergence_weightnorm'),
     ('reduced/convergence_normprop', 'reduced/convergence_plain'),
-    ('reduced/aug_normprop', 'reduced/aug_bn'),
-    ('reduced/ics_normprop', 'reduced/ics_bn'),
-    ('reduced/batch1_normprop', 'reduced/batch1_bn'),
-    ('reduced/batch50_normprop', 'reduced/batch50_bn'),
-    ('reduced/lr_sweep_normprop', 'reduced/lr_sweep_bn'),
+    ('reduced/aug_normprop', 'reduced/aug_batchnorm'),
+    ('reduced/ics_normprop', 'reduced/ics_batchnorm'),
+    ('reduced/batch1_normprop', 'reduced/batch1_batchnorm'),
+    ('reduced/batch50_normprop', 'reduced/batch50_batchnorm'),
+    ('reduced/lr_sweep_normprop', 'reduced/lr_sweep_batchnorm'),
 ]
-NORM_SETTINGS = ('run.norm', 'run.synchronized_bn')
-REQUIRED = ['nin_cifar10', 'nin_cifar10_bn', 'nin_cifar10_aug',
-            'nin_cifar10_bn_aug', 'nin_cifar100', 'nin_cifar100_bn',
-            'nin_cifar100_aug', 'nin_cifar100_bn_aug', 'nin_svhn',
-            'nin_svhn_bn', 'nin_cifar10_batch1', 'nin_cifar10_bn_batch1',
-            'nin_cifar10_wn', 'nin_cifar10_plain', 'smoke']
+NORM_SETTINGS = ('nin.norm', 'nin.synchronized_bn')
+REQUIRED = ['nin_cifar10', 'nin_cifar10_batchnorm', 'nin_cifar10_aug',
+            'nin_cifar10_batchnorm_aug', 'nin_cifar100',
+            'nin_cifar100_batchnorm', 'nin_cifar100_aug',
+            'nin_cifar100_batchnorm_aug', 'nin_svhn', 'nin_svhn_batchnorm',
+            'nin_cifar10_batch1', 'nin_cifar10_batchnorm_batch1',
+            'nin_cifar10_weightnorm', 'nin_cifar10_plain', 'smoke']
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +70,7 @@ def _clean_gin():
 
 
 def _bindings(path):
-  """{'run.x': value-string} of everything a file binds (after includes)."""
+  """{'nin.width': value-string} of everything a file binds (after includes)."""
   gin.clear_config()
   gin_utils.parse([str(path)])
   lines = [l for l in gin.config_str().splitlines()
@@ -99,18 +101,20 @@ def test_header_names_result_and_exact_command(path):
   # bind the seed or the swept learning rate).
   assert re.search(
       rf"python -m normprop_tf\.train --gin_file={re.escape(rel)}"
-      rf"( --gin_bindings='[^']*')* --model_dir=", header), header
+      r"""( --gin_bindings=('[^']*'|"[^"]*"))* --model_dir=""", header), header
   if path.stem != 'smoke':
     assert "Paper's number:" in header, header
-    assert re.search(r'Table 1|Figure \d|SPEC.md section 7', header), header
+    assert re.search(r'Table 1|Figure \d|docs/method.md', header), header
 
 
 def test_every_unconfirmed_base_setting_is_marked():
   text = (GIN / 'base' / 'train.gin').read_text()
-  for name in ('learning_rate', 'momentum', 'lr_decay_at', 'weight_decay',
-               'epochs', 'global_batch_size', 'dropout'):
-    block = text.split(f'run.{name} =')[0].rsplit('\n\n', 1)[-1] + (
-        text.split(f'run.{name} =')[1].split('\n')[0])
+  for name in ('optimizer.learning_rate', 'optimizer.momentum',
+               'lr_schedule.decay_at', 'optimizer.weight_decay',
+               'trainer.epochs', 'train/input_pipeline.global_batch_size',
+               'nin.dropout'):
+    block = text.split(f'{name} =')[0].rsplit('\n\n', 1)[-1] + (
+        text.split(f'{name} =')[1].split('\n')[0])
     assert '# reconstructed:' in block, name
 
 
@@ -122,47 +126,54 @@ def test_counterparts_differ_only_in_normalization(normprop, other):
   differing = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
   assert differing, 'the files should differ in the normalization'
   assert differing <= set(NORM_SETTINGS), differing
-  assert a['run.norm'] == "'normprop'"
+  assert a['nin.norm'] == "'normprop'"
 
 
 @pytest.mark.parametrize('path', EXPERIMENTS, ids=lambda p: p.stem)
 def test_builds_model_and_dataset(path, prepared, tmp_path):
   data_dir, _ = prepared
   bound = _bindings(path)
+  batch = int(bound['train/input_pipeline.global_batch_size'])
   gin_utils.parse([str(path)], [
-      "run.dataset = 'cifar10'",
-      f"run.data_dir = '{data_dir}'",
-      'run.data_source = None',
-      'run.width = 0.05',
-      f'run.global_batch_size = {min(10, int(bound["run.global_batch_size"]))}',
-      'run.probe_batch_size = 8',
-      'run.eval_batch_size = 10',
+      "dataset.name = 'cifar10'",
+      f"dataset.data_dir = '{data_dir}'",
+      'dataset.source = None',
+      'nin.width = 0.05',
+      f'train/input_pipeline.global_batch_size = {min(10, batch)}',
+      'hidden_stats.probe_batch_size = 8',
+      'eval/input_pipeline.global_batch_size = 10',
   ])
-  built = train_lib.run(str(tmp_path / 'run'), build_only=True)
+  previous = keras.config.dtype_policy()
+  try:
+    built = experiment.build(str(tmp_path / 'run'),
+                             tf.distribute.get_strategy())
+  finally:
+    keras.config.set_dtype_policy(previous)
   model = built.model
-  value = lambda k: gin.query_parameter(f'run.{k}')
+  value = gin.query_parameter
 
   # The model is the configured NIN.
-  assert models.norm_kind(model) == value('norm')
+  assert models.norm_kind(model) == value('nin.norm')
   assert model.get_layer('conv1').filters == max(1, round(192 * 0.05))
   assert model.output_shape == (None, 10)
   has_dropout = any(isinstance(l, keras.layers.Dropout) for l in model.layers)
-  assert has_dropout == (value('dropout') > 0)
+  assert has_dropout == (value('nin.dropout') > 0)
   # The optimizer is SGD with the configured momentum, learning rate and
   # schedule (the first value of a step decay is the base rate).
   sgd = built.optimizer
   assert isinstance(sgd, keras.optimizers.SGD)
-  assert sgd.momentum == pytest.approx(value('momentum'))
-  assert float(sgd.learning_rate) == pytest.approx(value('learning_rate'))
-  train_steps = bound.get('run.train_steps')
+  assert sgd.momentum == pytest.approx(value('optimizer.momentum'))
+  assert float(sgd.learning_rate) == pytest.approx(
+      value('optimizer.learning_rate'))
+  train_steps = bound.get('trainer.train_steps')
   if train_steps not in (None, 'None'):
     assert built.total_steps == int(train_steps)
   else:
     assert built.total_steps == round(
-        value('epochs') * built.steps_per_epoch)
+        value('trainer.epochs') * built.steps_per_epoch)
   # One training batch of the configured global batch size.
   images, labels = next(iter(built.train_data))
-  assert images.shape == (value('global_batch_size'), 32, 32, 3)
+  assert images.shape == (min(10, batch), 32, 32, 3)
   assert images.dtype == tf.float32 and labels.dtype == tf.int32
   assert built.hidden_stats is not None  # The probe batch is there too.
   assert not os.path.exists(tmp_path / 'run' / 'metrics.jsonl')
@@ -170,18 +181,53 @@ def test_builds_model_and_dataset(path, prepared, tmp_path):
 
 def test_unknown_binding_is_named():
   with pytest.raises(errors.ConfigError, match=r"Unknown gin binding.*widht"):
-    gin_utils.parse([str(GIN / 'smoke.gin')], ['run.widht = 0.5'])
+    gin_utils.parse([str(GIN / 'smoke.gin')], ['nin.widht = 0.5'])
   with pytest.raises(errors.ConfigError, match=r"Unknown gin binding.*nope"):
     gin_utils.parse([], ['nope.width = 0.5'])
+
+
+@pytest.mark.parametrize('old,new', [
+    ('run.width = 0.5', 'nin.width'),
+    ('run.global_batch_size = 8', 'train/input_pipeline.global_batch_size'),
+    ("run.strategy_name = 'mirrored'", 'strategy.name'),
+    ('run.seed = 3', 'experiment.seed')])
+def test_release_0_1_names_are_rejected_with_the_new_binding(old, new):
+  with pytest.raises(errors.ConfigError,
+                     match=rf'`run\.\w+` was renamed.*bind `{re.escape(new)}`'):
+    gin_utils.parse([], [old])
+
+
+def test_every_setting_is_documented_once():
+  """docs/configuration.md has one table row per configurable parameter."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  from normprop_tf.training import builders  # pylint: disable=g-import-not-at-top
+  from normprop_tf.training import config as cfg  # pylint: disable=g-import-not-at-top
+  doc = (ROOT / 'docs' / 'configuration.md').read_text()
+  rows = re.findall(r'^\| `([\w/]+\.\w+)` \|', doc, re.M)
+  expected = set()
+  for name, cls in (('strategy', cfg.StrategyConfig),
+                    ('experiment', cfg.RuntimeConfig),
+                    ('dataset', cfg.DataConfig),
+                    ('input_pipeline', cfg.InputConfig),
+                    ('optimizer', cfg.OptimizerConfig),
+                    ('lr_schedule', cfg.ScheduleConfig),
+                    ('trainer', cfg.TrainerConfig),
+                    ('hidden_stats', cfg.ProbeConfig)):
+    expected |= {f'{name}.{f.name}' for f in dataclasses.fields(cls)}
+  expected |= {f'nin.{p}' for p in inspect.signature(models.nin).parameters
+               if p not in ('num_classes', 'input_shape', 'name')}
+  assert sorted(rows) == sorted(set(rows)), 'a setting is listed twice'
+  assert set(rows) == expected, (set(rows) ^ expected)
+  del builders
 
 
 def test_configs_are_read_through_tf_io_gfile():
   """A non-local scheme (TF's in-memory ram://) works, as gs:// does."""
   with tf.io.gfile.GFile('ram://gin_test/exp.gin', 'w') as f:
-    f.write("include 'base/normprop.gin'\nrun.width = 0.25\n")
+    f.write("include 'base/normprop.gin'\nnin.width = 0.25\n")
   gin_utils.parse(['ram://gin_test/exp.gin'])
-  assert gin.query_parameter('run.width') == 0.25
-  assert gin.query_parameter('run.norm') == 'normprop'
+  assert gin.query_parameter('nin.width') == 0.25
+  assert gin.query_parameter('nin.norm') == 'normprop'
 
 
 @pytest.mark.parametrize(
@@ -196,8 +242,10 @@ def test_reduced_files_keep_the_full_experiments_learning_rate(path):
   assert not full.startswith('base/'), 'include the full experiment first'
   reduced = _bindings(path)
   original = _bindings(GIN / full)
-  for name in ('run.learning_rate', 'run.momentum', 'run.global_batch_size',
-               'run.norm', 'run.preprocessing', 'run.augment'):
-    if name == 'run.preprocessing' and path.stem.startswith('input_'):
+  for name in ('optimizer.learning_rate', 'optimizer.momentum',
+               'train/input_pipeline.global_batch_size', 'nin.norm',
+               'input_pipeline.preprocessing', 'train/input_pipeline.augment'):
+    if name == 'input_pipeline.preprocessing' and path.stem.startswith(
+        'input_'):
       continue  # Experiment 4 changes exactly this.
     assert reduced[name] == original[name], (name, full)

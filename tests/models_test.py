@@ -7,8 +7,8 @@ import pytest
 from normprop_tf import layers
 from normprop_tf import models
 
-# Expected parameter counts at width 1.0, K = 10, written out from SPEC.md
-# section 4: hidden convs (k, c_in -> c_out) are (5, 3->192), (1, 192->160),
+# Expected parameter counts at width 1.0, K = 10, written out from
+# docs/method.md, "Architecture": hidden convs (k, c_in -> c_out) are (5, 3->192), (1, 192->160),
 # (1, 160->96), (5, 96->192), (1, 192->192) x2, (3, 192->192),
 # (1, 192->192); their kernels hold 963,648 weights and 1,408 units.
 # - normprop/weightnorm: kernels + 2 per unit (gamma, beta) + classifier
@@ -19,7 +19,7 @@ from normprop_tf import models
 EXPECTED_PARAMS = {
     'normprop': (968_404, 0),
     'weightnorm': (968_404, 0),
-    'none': (966_986, 0),
+    'plain': (966_986, 0),
     'batchnorm': (968_394, 2_816),
 }
 

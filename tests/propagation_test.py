@@ -1,6 +1,6 @@
 """NormProp's promise at initialization: statistics propagate through depth.
 
-Setup (SPEC.md section 5): standardized Gaussian input, unit-norm orthogonal
+Setup (docs/method.md, "Properties every implementation must show"): standardized Gaussian input, unit-norm orthogonal
 kernels (`UnitNormOrthogonal`), beta = 0.
 
 Values measured by these tests (their seeds and batches; float32; TF 2.21
@@ -20,8 +20,8 @@ Conv 3x3, 64 channels, 'valid', 32x32 input, batch 32, 10 layers:
 Conv 3x3, 64 channels, 'same', 16x16 input, batch 64, gamma = 1, 10 layers:
   (-0.032, 0.959), (-0.050, 0.938), (-0.067, 0.917), (-0.084, 0.899), ...,
   (-0.103, 0.862) at layer 10: zero padding lowers the variance near
-  borders and the effect spreads one pixel per layer. (SPEC.md measured
-  std 0.85 and mean -0.12 at layer 10 with other seeds.)
+  borders and the effect spreads one pixel per layer. (An earlier
+  measurement gave std 0.85 and mean -0.12 at layer 10 with other seeds.)
 Jacobian RMS singular value of each dense layer: 1.21 with gamma = 1
   (theory sqrt(1 / (1 - 1/pi)) = 1.2112) and 1.00 with gamma = 1/1.21.
 """
@@ -97,14 +97,14 @@ def test_paper_gamma_first_layer_statistics(kind, dense_input, conv_input):
   _, _, mean, std = stats[0]
   assert abs(mean - (-0.119)) <= 0.03, mean
   assert abs(std - 0.826) <= 0.05, std
-  # Deeper layers drift further (SPEC.md section 2): layer 3 is lower still.
+  # Deeper layers drift further (docs/method.md): layer 3 is lower still.
   assert stats[2][2] < mean - 0.05 and stats[2][3] < std - 0.1
 
 
 def test_same_padding_lowers_statistics_on_small_maps():
   """16x16 maps, 'same' padding, gamma = 1: the border effect, measured.
 
-  Measured at layer 10: mean -0.103, std 0.862 (SPEC.md: -0.12, 0.85 with
+  Measured at layer 10: mean -0.103, std 0.862 (earlier: -0.12, 0.85 with
   other seeds). Asserted within 0.04 of the measurement, and clearly below
   the 'valid' stack's std of 1.0.
   """

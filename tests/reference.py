@@ -1,6 +1,6 @@
-"""Independent float64 NumPy references of the SPEC equations, for tests.
+"""Independent float64 NumPy references of the method's equations, for tests.
 
-Written from SPEC.md section 2, not from normprop_tf.functional, so that a
+Written from docs/method.md ("A hidden layer"), not from normprop_tf.functional, so that a
 mistake in the library cannot cancel out in the comparison.
 """
 

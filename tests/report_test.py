@@ -109,9 +109,10 @@ def _write_run(runs_dir, name, gin, seed=0, errors=(), lr=0.01, batch=50,
       'command': f'python -m normprop_tf.train --gin_file={gin_file} '
                  f'--model_dir=runs/reduced/{name}',
       'gin_file': [gin_file]}))
-  (run_dir / 'operative_config.gin').write_text(
-      f'run.learning_rate = {lr}\nrun.global_batch_size = {batch}\n'
-      "run.width = 0.25\nrun.data_source = '../shared/data/x.tar.gz'\n")
+  (run_dir / 'config.json').write_text(json.dumps({
+      'optimizer': {'learning_rate': lr},
+      'train_input': {'global_batch_size': batch},
+      'model': {'width': 0.25}, 'data': {'source': '/data/x.tar.gz'}}))
   if diverged:
     (run_dir / 'exit_status').write_text('1\n')
     return
@@ -130,27 +131,28 @@ def _synthetic_runs(runs_dir):
              lr=0.01, errors=[(0.5, 0.45, 0.46)])
   _write_run(runs_dir, 'lr_sweep_normprop-lr0.1', 'lr_sweep_normprop',
              lr=0.1, errors=[(0.5, 0.45, 0.46)][:0], diverged=True)
-  _write_run(runs_dir, 'lr_sweep_bn-lr0.01', 'lr_sweep_bn', lr=0.01,
-             errors=[(0.5, 0.40, 0.41)])
-  _write_run(runs_dir, 'lr_sweep_bn-lr0.1', 'lr_sweep_bn', lr=0.1,
-             errors=[(0.5, 0.42, 0.43)])
+  _write_run(runs_dir, 'lr_sweep_batchnorm-lr0.01', 'lr_sweep_batchnorm',
+             lr=0.01, errors=[(0.5, 0.40, 0.41)])
+  _write_run(runs_dir, 'lr_sweep_batchnorm-lr0.1', 'lr_sweep_batchnorm',
+             lr=0.1, errors=[(0.5, 0.42, 0.43)])
   for seed, (np_err, bn_err) in {1: (0.30, 0.33), 2: (0.34, 0.35)}.items():
     _write_run(runs_dir, f'convergence_normprop-s{seed}',
                'convergence_normprop', seed=seed,
                errors=[(0.5, 0.5, 0.5), (0.3, np_err, np_err)])
-    _write_run(runs_dir, f'convergence_bn-s{seed}', 'convergence_bn',
-               seed=seed, errors=[(0.5, 0.5, 0.5), (0.3, bn_err, bn_err)])
+    _write_run(runs_dir, f'convergence_batchnorm-s{seed}',
+               'convergence_batchnorm', seed=seed,
+               errors=[(0.5, 0.5, 0.5), (0.3, bn_err, bn_err)])
   for prep, err in (('standardize', 0.40), ('minibatch', 0.41)):
     _write_run(runs_dir, f'input_{prep}-s1', f'input_{prep}', seed=1,
                errors=[(0.3, err, err)])
-  for method, err in (('normprop', 0.28), ('bn', 0.27)):
+  for method, err in (('normprop', 0.28), ('batchnorm', 0.27)):
     _write_run(runs_dir, f'aug_{method}-s1', f'aug_{method}', seed=1,
                errors=[(0.3, err, err)])
-  _write_run(runs_dir, 'batch1_bn', 'batch1_bn', batch=1,
+  _write_run(runs_dir, 'batch1_batchnorm', 'batch1_batchnorm', batch=1,
              errors=[(0.20, 0.70, 0.75)], steps_per_epoch=20000)
   _write_run(runs_dir, 'ics_normprop', 'ics_normprop',
              probe={0: (0.1, 0.2), 25: (0.05, 0.1)})
-  _write_run(runs_dir, 'ics_bn', 'ics_bn',
+  _write_run(runs_dir, 'ics_batchnorm', 'ics_batchnorm',
              probe={0: (1.0, 2.0), 25: (0.5, 0.8)})
   speed = runs_dir / 'speed'
   speed.mkdir()
@@ -160,7 +162,7 @@ def _synthetic_runs(runs_dir):
        'repetitions': 5, 'command': 'python -m benchmarks.step_time',
        'hardware': {'cpu': 'Test CPU', 'cpu_count': 2}}
       for b in (1, 50) for v, t in (('normprop', 0.01), ('batchnorm', 0.02),
-                                    ('none', 0.008))]))
+                                    ('plain', 0.008))]))
 
 
 def test_synthetic_report_numbers_and_determinism(tmp_path):
@@ -188,7 +190,7 @@ def test_synthetic_report_numbers_and_determinism(tmp_path):
   assert 'test - train = +55.00 points' in text
   # Missing runs are "not run yet" with their commands.
   assert ('python -m normprop_tf.train --gin_file=gin/reduced/'
-          'convergence_wn.gin') in text
+          'convergence_weightnorm.gin') in text
   assert 'Not run yet' in text
   assert 'Not written yet' in text
   assert sorted(first) == ['README.md', 'figures/exp1_convergence.png',

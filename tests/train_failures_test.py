@@ -44,16 +44,16 @@ def _error(proc):
 
 
 def test_unknown_gin_binding_is_named(tmp_path):
-  proc, _ = _train(tmp_path / 'run', 'run.widht = 0.5')
+  proc, _ = _train(tmp_path / 'run', 'nin.widht = 0.5')
   message = _error(proc)
   assert 'Unknown gin binding' in message
-  assert 'widht' in message and 'run.widht = 0.5' in message
+  assert 'widht' in message and 'nin.widht = 0.5' in message
 
 
 def test_missing_dataset_prints_the_prepare_command(tmp_path):
   data_dir = tmp_path / 'no_data'
-  proc, _ = _train(tmp_path / 'run', f"run.data_dir = '{data_dir}'",
-                   'run.data_source = None')
+  proc, _ = _train(tmp_path / 'run', f"dataset.data_dir = '{data_dir}'",
+                   'dataset.source = None')
   message = _error(proc)
   assert (f'python -m data_prep.prepare --dataset=cifar10 '
           f'--data_dir={data_dir}') in message
@@ -66,9 +66,10 @@ def test_non_finite_loss_names_the_step_and_keeps_the_checkpoint(
   model_dir = tmp_path / 'run'
   # A plain network at a huge learning rate: step 1 is finite, then the
   # logits overflow.
-  proc, _ = _train(model_dir, f"run.data_dir = '{data_dir}'",
-                   'run.data_source = None', "run.norm = 'none'",
-                   'run.learning_rate = 1e8', 'run.checkpoint_every_steps = 1')
+  proc, _ = _train(model_dir, f"dataset.data_dir = '{data_dir}'",
+                   'dataset.source = None', "nin.norm = 'plain'",
+                   'optimizer.learning_rate = 1e8',
+                   'trainer.checkpoint_every_steps = 1')
   message = _error(proc)
   assert 'NaN or infinite' in message or 'Training loss is' in message
   step = int(message.split(' step ')[1].split()[0])
@@ -96,11 +97,11 @@ def test_unwritable_model_dir(tmp_path):
 
 @pytest.mark.parametrize('address', [None, 'grpc://127.0.0.1:1'])
 def test_tpu_requested_without_a_tpu_fails_fast(address, tmp_path):
-  bindings = ["run.strategy_name = 'tpu'"]
+  bindings = ["strategy.name = 'tpu'"]
   if address:
-    bindings.append(f"run.tpu_address = '{address}'")
+    bindings.append(f"strategy.tpu_address = '{address}'")
   proc, seconds = _train(tmp_path / 'run', *bindings, timeout=120)
   message = _error(proc)
-  assert "strategy_name='tpu' was requested" in message
-  assert "run.strategy_name='default'" in message  # The fix.
+  assert "strategy.name='tpu' was requested" in message
+  assert "strategy.name='default'" in message  # The fix.
   assert seconds < 60  # Fast: no hang on an unreachable address.

@@ -14,7 +14,7 @@ pipeline is a deterministic function of (seed, step) and TF's CPU kernels are
 deterministic for a fixed thread configuration. One repeated or skipped step
 would move the weights by ~1e-3 or more. What can stay nondeterministic:
 GPU kernels (cuDNN convolution algorithms, atomics), unless
-`run.deterministic_ops = True`; and timing metrics (sec_per_step,
+`experiment.deterministic_ops = True`; and timing metrics (sec_per_step,
 images_per_sec), which are excluded from the comparison.
 """
 
@@ -39,11 +39,11 @@ TIMING = ('sec_per_step', 'images_per_sec')
 
 def _command(data_dir, model_dir, norm):
   bindings = [
-      f"run.data_dir = '{data_dir}'", 'run.data_source = None',
-      f"run.norm = '{norm}'", 'run.augment = True', 'run.dropout = 0.3',
-      'run.epochs = None', f'run.train_steps = {TOTAL_STEPS}',
-      'run.checkpoint_every_steps = 10', 'run.eval_every_steps = 20',
-      'run.stats_every_steps = 20', 'run.log_every_steps = 10']
+      f"dataset.data_dir = '{data_dir}'", 'dataset.source = None',
+      f"nin.norm = '{norm}'", 'train/input_pipeline.augment = True', 'nin.dropout = 0.3',
+      'trainer.epochs = None', f'trainer.train_steps = {TOTAL_STEPS}',
+      'trainer.checkpoint_every_steps = 10', 'trainer.eval_every_steps = 20',
+      'hidden_stats.every_steps = 20', 'trainer.log_every_steps = 10']
   return ([sys.executable, '-m', 'normprop_tf.train',
            '--gin_file=gin/smoke.gin', f'--model_dir={model_dir}'] +
           [f'--gin_bindings={b}' for b in bindings])

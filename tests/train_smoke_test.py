@@ -11,7 +11,6 @@ with size_guidance={'tensors': 0} to keep every point).
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -22,9 +21,8 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from normprop_tf import models
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TARBALL = ROOT.parent / 'shared' / 'data' / 'cifar10-jpg.tar.gz'
+from tests.data_fixtures import ROOT
+from tests.data_fixtures import TARBALL
 SCALARS = {'loss', 'accuracy', 'error', 'learning_rate', 'sec_per_step',
            'images_per_sec'}
 HIDDEN = [f'conv{i}' for i in range(1, 9)]
@@ -35,12 +33,13 @@ def smoke_run(tmp_path_factory):
   if not TARBALL.is_file():
     # A failure, not a skip: this is the end-to-end coverage.
     pytest.fail(f'{TARBALL} not found: the real CIFAR-10 copy must sit at '
-                '../shared/data/ beside the project (see its README.md).')
+                '../shared/data/ beside the project (README.md, "Tests").')
   tmp = tmp_path_factory.mktemp('smoke')
   model_dir = tmp / 'run'
   proc = subprocess.run(
       [sys.executable, '-m', 'normprop_tf.train', '--gin_file=gin/smoke.gin',
-       f"--gin_bindings=run.data_dir = '{tmp / 'data'}'",
+       f"--gin_bindings=dataset.data_dir = '{tmp / 'data'}'",
+       f"--gin_bindings=dataset.source = '{TARBALL}'",
        f'--model_dir={model_dir}'],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
@@ -62,7 +61,7 @@ def _events(path):
 def test_plain_files(smoke_run):
   model_dir, _ = smoke_run
   assert (model_dir / 'operative_config.gin').read_text().count(
-      "run.norm = 'normprop'") == 1
+      "nin.norm = 'normprop'") == 1
   flags = json.loads((model_dir / 'flags.json').read_text())
   assert flags['gin_file'] == ['gin/smoke.gin']
   assert flags['command'].startswith('python -m normprop_tf.train ')
@@ -145,7 +144,7 @@ def test_tensorboard_hparams_and_config_text(smoke_run):
   assert {'_hparams_/experiment', '_hparams_/session_start_info'} <= (
       tags['hparams'])
   text = tf.make_ndarray(acc.Tensors('operative_config')[0].tensor_proto)
-  assert b"run.norm = 'normprop'" in text.item()
+  assert b"nin.norm = 'normprop'" in text.item()
 
 
 def test_progress_has_eta(smoke_run):

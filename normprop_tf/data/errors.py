@@ -61,5 +61,5 @@ def not_prepared_hint(data_dir, dataset=None):
     hint += f' (DATASET is one of {", ".join(sorted(DATASETS))})'
   return (hint + '. Offline, add --source=PATH with a local copy: a folder '
           'of class subfolders, a .tar.gz of one (e.g. '
-          '../shared/data/cifar10-jpg.tar.gz), or the original '
+          'cifar10-jpg.tar.gz), or the original '
           'cifar-10-python.tar.gz / cifar-100-python.tar.gz.')

@@ -1,6 +1,6 @@
 """Input statistics: computed once on the training split, stored in stats.npz.
 
-NormProp assumes zero-mean, unit-variance inputs (SPEC.md section 2), so the
+NormProp assumes zero-mean, unit-variance inputs (docs/method.md), so the
 statistics are part of the method. Two preprocessings are supported; both
 treat every pixel of every channel as one dimension (3072 for CIFAR):
 
@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from normprop_tf.data import errors
 from normprop_tf.data import manifest
+from normprop_tf.utils import fileio
 
 STD_EPSILON = 1e-3
 GCN_SCALE = 55.0
@@ -181,10 +182,7 @@ def save_npz(path, arrays, fingerprint):
   """Writes stats.npz atomically (temporary name, then rename)."""
   buf = io.BytesIO()
   np.savez(buf, fingerprint=np.array(fingerprint), **arrays)
-  tmp = path + '.tmp'
-  with tf.io.gfile.GFile(tmp, 'wb') as f:
-    f.write(buf.getvalue())
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  fileio.atomic_write(path, buf.getvalue())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

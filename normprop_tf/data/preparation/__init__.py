@@ -10,6 +10,6 @@ TensorFlow-only.
 """
 
 from normprop_tf.data.preparation.auto import ensure_prepared
-from normprop_tf.data.preparation.prepare import prepare
+from normprop_tf.data.preparation.preparer import prepare
 
 __all__ = ['ensure_prepared', 'prepare']

@@ -17,7 +17,7 @@ from absl import logging
 
 from normprop_tf.data import errors as data_errors
 from normprop_tf.data import manifest
-from normprop_tf.data.preparation import prepare as prepare_lib
+from normprop_tf.data.preparation import preparer as prepare_lib
 
 
 def ensure_prepared(dataset, data_dir, source=None, subset_per_class=None,

@@ -1,9 +1,10 @@
-"""Unit tests of the training library's parts, in process.
+"""Unit tests of the training components, in process.
 
 Fast checks of what the end-to-end tests cannot see directly: the hidden
 statistics' gap arithmetic against a NumPy reference, the learning-rate
 schedule, weight decay exclusions, mixed precision, strategy selection,
-record truncation on resume.
+record truncation on resume. Each builder is called on its own, without
+gin and without the others.
 """
 
 import json
@@ -14,13 +15,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from normprop_tf import errors
-from normprop_tf import layer_stats
 from normprop_tf import models
-from normprop_tf import progress
-from normprop_tf import records
-from normprop_tf import strategies
-from normprop_tf import train_lib
+from normprop_tf.training import builders
+from normprop_tf.training import config as cfg
+from normprop_tf.training import errors
+from normprop_tf.training import experiment
+from normprop_tf.training import gin_config
+from normprop_tf.training import hidden_stats as layer_stats
+from normprop_tf.training import progress
+from normprop_tf.training import records
+from normprop_tf.training import strategies
+from normprop_tf.utils import checks
 
 pytest_plugins = ('tests.data_fixtures',)
 
@@ -96,17 +101,21 @@ def test_weight_histograms_are_per_unit_kernel_norms():
 
 
 def test_step_decay_boundaries_are_fractions_of_training():
-  schedule = train_lib._learning_rate('step', 0.05, 100, (0.5, 0.75), 0.1)
+  schedule = builders.learning_rate_schedule(
+      cfg.ScheduleConfig('step', (0.5, 0.75), 0.1), 0.05, 100)
   values = [float(schedule(s)) for s in (0, 50, 51, 75, 76, 99)]
   np.testing.assert_allclose(values, [0.05, 0.05, 0.005, 0.005, 5e-4, 5e-4],
                              rtol=1e-6)
-  assert train_lib._learning_rate('constant', 0.05, 100, (0.5,), 0.1) == 0.05
+  assert builders.learning_rate_schedule(
+      cfg.ScheduleConfig('constant', (0.5,), 0.1), 0.05, 100) == 0.05
 
 
 def test_weight_decay_spares_scales_and_shifts():
   model = models.nin('normprop', width=0.1)
-  opt = train_lib._optimizer(0.1, 0.0, False, 0.5, ('gamma', 'beta', 'bias',
-                                                    'g'), 'float32')
+  opt = builders.build_optimizer(
+      cfg.OptimizerConfig(learning_rate=0.1, momentum=0.0, weight_decay=0.5,
+                          weight_decay_exclude=('gamma', 'beta', 'bias', 'g')),
+      cfg.ScheduleConfig(kind='constant'), 100, 'float32')
   opt.build(model.trainable_variables)
   before = {v.path: v.numpy().copy() for v in model.trainable_variables}
   opt.apply_gradients([(tf.zeros_like(v), v)
@@ -117,14 +126,33 @@ def test_weight_decay_spares_scales_and_shifts():
                                err_msg=v.path)
 
 
+def _run(model_dir, data_dir, *bindings, build_only=False):
+  """Trains (or only builds) with the bindings, on the prepared subset."""
+  gin.clear_config()
+  gin_config.parse([], [f"dataset.data_dir = '{data_dir}'", 'nin.width = 0.05',
+                        *bindings])
+  strategy = tf.distribute.get_strategy()
+  if not build_only:
+    return experiment.run(str(model_dir), strategy)
+  previous = keras.config.dtype_policy()
+  try:
+    return experiment.build(str(model_dir), strategy)
+  finally:
+    keras.config.set_dtype_policy(previous)
+
+
 def test_mixed_float16_and_multi_step_loops(prepared, tmp_path):
   """Loss scaling works, and loops of 4 steps stop at every boundary."""
   data_dir, _ = prepared
-  summary = train_lib.run(
-      str(tmp_path / 'run'), data_dir=data_dir, width=0.05, train_steps=7,
-      global_batch_size=10, eval_batch_size=50, probe_batch_size=8,
-      stats_every_steps=2, log_every_steps=3, eval_every_steps=0,
-      steps_per_loop=4, precision_policy='mixed_float16')
+  settings = ('trainer.train_steps = 7',
+              'train/input_pipeline.global_batch_size = 10',
+              "experiment.precision_policy = 'mixed_float16'")
+  summary = _run(
+      tmp_path / 'run', data_dir, *settings,
+      'eval/input_pipeline.global_batch_size = 50',
+      'hidden_stats.probe_batch_size = 8', 'hidden_stats.every_steps = 2',
+      'trainer.log_every_steps = 3', 'trainer.eval_every_steps = 0',
+      'trainer.steps_per_loop = 4')
   assert summary['steps'] == 7 and summary['precision_policy'] == (
       'mixed_float16')
   assert keras.config.dtype_policy().name == 'float32'  # Restored.
@@ -134,9 +162,7 @@ def test_mixed_float16_and_multi_step_loops(prepared, tmp_path):
   assert steps('train') == [3, 6, 7]
   assert steps('probe') == [0, 2, 4, 6, 7]
   assert steps('validation') == [7]
-  built = train_lib.run(str(tmp_path / 'run'), data_dir=data_dir, width=0.05,
-                        train_steps=7, global_batch_size=10,
-                        precision_policy='mixed_float16', build_only=True)
+  built = _run(tmp_path / 'run', data_dir, *settings, build_only=True)
   assert isinstance(built.optimizer, keras.optimizers.LossScaleOptimizer)
   assert built.start_step == 7  # Restored from the finished run.
 
@@ -145,10 +171,12 @@ def test_eval_test_records_the_test_split_at_every_evaluation(prepared,
                                                              tmp_path):
   """Test error per evaluation, with the final one reused, not recomputed."""
   data_dir, _ = prepared
-  summary = train_lib.run(
-      str(tmp_path / 'run'), data_dir=data_dir, width=0.05, train_steps=6,
-      global_batch_size=10, eval_batch_size=50, stats_every_steps=0,
-      eval_every_steps=3, eval_test=True)
+  summary = _run(
+      tmp_path / 'run', data_dir, 'trainer.train_steps = 6',
+      'train/input_pipeline.global_batch_size = 10',
+      'eval/input_pipeline.global_batch_size = 50',
+      'hidden_stats.every_steps = 0', 'trainer.eval_every_steps = 3',
+      'trainer.eval_test = True')
   rows = records.read_jsonl(str(tmp_path / 'run' / records.METRICS_FILE))
   errors_at = lambda split: [(r['step'], r['value']) for r in rows
                              if r['split'] == split and r['metric'] == 'error']
@@ -159,14 +187,13 @@ def test_eval_test_records_the_test_split_at_every_evaluation(prepared,
 
 def test_bad_knob_values_are_config_errors(prepared, tmp_path):
   data_dir, _ = prepared
-  with pytest.raises(errors.ConfigError, match='Received: norm='):
-    train_lib.run(str(tmp_path), data_dir=data_dir, norm='layernorm',
-                  epochs=1)
-  with pytest.raises(errors.ConfigError, match='train_steps'):
-    train_lib.run(str(tmp_path), data_dir=data_dir, epochs=1, train_steps=5)
-  with pytest.raises(errors.ConfigError, match='global_batch_size'):
-    train_lib.run(str(tmp_path), data_dir=data_dir, epochs=1,
-                  global_batch_size=100000)
+  with pytest.raises(checks.ArgumentError, match='Received: norm='):
+    _run(tmp_path, data_dir, "nin.norm = 'layernorm'", 'trainer.epochs = 1')
+  with pytest.raises(checks.ArgumentError, match='train_steps'):
+    _run(tmp_path, data_dir, 'trainer.epochs = 1', 'trainer.train_steps = 5')
+  with pytest.raises(checks.ArgumentError, match='global_batch_size'):
+    _run(tmp_path, data_dir, 'trainer.epochs = 1',
+         'train/input_pipeline.global_batch_size = 100000')
 
 
 def test_strategy_names():
@@ -215,3 +242,44 @@ def test_durations_read_well():
   assert progress.format_duration(12.4) == '12s'
   assert progress.format_duration(245) == '4m05s'
   assert progress.format_duration(9060) == '2h31m'
+
+
+def test_each_builder_works_alone_without_gin(prepared):
+  """Model, input and probe builders take plain values and configs."""
+  data_dir, _ = prepared
+  info = {'num_classes': 10, 'image_shape': [32, 32, 3]}
+  model = builders.build_model(info)  # No bindings: nin()'s defaults.
+  assert models.norm_kind(model) == 'normprop'
+  assert model.get_layer('conv1').filters == 192
+  assert builders.model_settings()['norm'] == 'normprop'
+  strategy = tf.distribute.get_strategy()
+  config = cfg.InputConfig(global_batch_size=8, preprocessing='standardize')
+  images, labels = next(iter(builders.build_input(
+      strategy, data_dir, config, 'train', training=True, seed=0)))
+  assert images.shape == (8, 32, 32, 3) and labels.shape == (8,)
+  # Evaluation reads the split once, in order: every test example once.
+  count = sum(int(y.shape[0]) for _, y in builders.build_input(
+      strategy, data_dir, config, 'test', training=False, seed=0))
+  assert count == 100
+  with pytest.raises(checks.ArgumentError, match='applies to training only'):
+    builders.build_input(strategy, data_dir, cfg.InputConfig(augment=True),
+                         'test', training=False, seed=0)
+  probe = builders.probe_images(data_dir, 'validation', 'standardize', 5)
+  assert probe.shape == (5, 32, 32, 3)
+
+
+@pytest.mark.parametrize('make,match', [
+    (lambda: cfg.TrainerConfig(), 'must be set, not both'),
+    (lambda: cfg.TrainerConfig(epochs=1, keep_checkpoints=0),
+     'Received: keep_checkpoints=0'),
+    (lambda: cfg.OptimizerConfig(momentum='abc'), "Received: momentum='abc'"),
+    (lambda: cfg.ScheduleConfig(decay_at=0.5), 'Received: decay_at=0.5'),
+    (lambda: cfg.RuntimeConfig(seed='x'), "Received: seed='x'"),
+    (lambda: cfg.ProbeConfig(probe_batch_size=0),
+     'Received: probe_batch_size=0'),
+    (lambda: cfg.InputConfig(preprocessing='pca'),
+     "Received: preprocessing='pca'"),
+])
+def test_components_validate_their_own_settings(make, match):
+  with pytest.raises(checks.ArgumentError, match=match):
+    make()
