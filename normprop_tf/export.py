@@ -16,6 +16,8 @@ needed to load it. The folding is exact up to float rounding:
   applies the shift first, on the (pooled, smaller) map.
 - BatchNormalization after a conv folds its moving statistics into that
   conv's kernel and bias, so the BN baseline is compared fairly.
+- `PoolingCorrection` (an opt-in extension) becomes one `Rescaling` that
+  applies its affine map and any pending shift at once.
 
 Supported: models whose layers form a single chain (every `nin()` variant
 and `keras.Sequential` stacks of the same layer types).
@@ -124,6 +126,13 @@ def fold(model, name=None):
       continue
     if isinstance(layer, _SHIFT_COMMUTES):
       x = type(layer).from_config(layer.get_config())(x)
+      continue
+    if isinstance(layer, np_layers.PoolingCorrection):
+      # real = (x - shift - mean) / std: one per-channel affine map.
+      x = keras.layers.Rescaling(1.0 / layer.std,
+                                 offset=-(shift + layer.mean) / layer.std,
+                                 name=layer.name)(x)
+      shift = 0.0
       continue
     if isinstance(layer, keras.layers.Activation | keras.layers.ReLU):
       if shift:

@@ -13,6 +13,7 @@ import keras
 from normprop_tf import activations
 from normprop_tf import functional
 from normprop_tf import initializers
+from normprop_tf import pooling
 from normprop_tf.utils import checks
 
 _PACKAGE = 'normprop_tf'
@@ -439,5 +440,69 @@ class WeightNormConv2D(_WeightNormMixin, _Conv2DMixin,
             **self._common_config(), **self._weight_norm_config()}
 
 
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PoolingCorrection(keras.layers.Layer):
+  """Restores zero mean and unit variance after pooling NormProp outputs.
+
+  An extension, not part of NormProp (Arpit et al., 2016), whose pooling
+  layers apply no correction. Placed after a max or average pooling of
+  NormProp outputs, it computes
+
+  ```
+  output = (inputs - mean) / std
+  ```
+
+  with data-independent constants from `normprop_tf.pooling.pooled_moments`:
+  the moments of a pooled output when the window's pre-activations are
+  standard normal with pairwise correlation `correlation` (0: independent).
+  For ReLU and a 3x3 window: max pooling has mean 1.861 and std 1.023 at
+  correlation 0; average pooling has mean 0 and std 1/3.
+
+  During training and inference: the same affine map; no statistics are
+  collected. `normprop_tf.export.fold` folds it into a per-channel affine.
+
+  Args:
+    pool: 'max' or 'avg', the pooling it follows.
+    pool_size: the pooling window, an int or a pair. Defaults to 3.
+    activation: the activation of the NormProp layer before the pool.
+      Defaults to 'relu'. Max pooling needs a nondecreasing activation.
+    correlation: the assumed correlation inside a window, in [0, 0.95].
+      Defaults to 0.
+    **kwargs: base layer arguments.
+
+  Call arguments:
+    inputs: the pooled tensor, any shape.
+
+  Reference:
+    - [Arpit et al., 2016](https://arxiv.org/abs/1603.01431) (the uncorrected
+      method); docs/method.md, "Convolutions and pooling".
+  """
+
+  def __init__(self, pool='max', pool_size=3, activation='relu',
+               correlation=0.0, **kwargs):
+    super().__init__(**kwargs)
+    self.pool_size = checks.int_tuple('pool_size', pool_size, 2)
+    self.pool = pool
+    self.activation = activations.canonical_name(activation)
+    self.correlation = correlation
+    moments = pooling.pooled_moments(
+        self.activation, pool, self.pool_size[0] * self.pool_size[1],
+        correlation)
+    self.mean, self.std = moments.mean, moments.std
+
+  def call(self, inputs):
+    return (inputs - self.mean) / self.std
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    return {**super().get_config(), 'pool': self.pool,
+            'pool_size': self.pool_size, 'activation': self.activation,
+            'correlation': self.correlation}
+
+
 __all__ = ['NormPropDense', 'NormPropConv2D', 'WeightNormDense',
-           'WeightNormConv2D']
+           'WeightNormConv2D', 'PoolingCorrection']

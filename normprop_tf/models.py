@@ -21,6 +21,7 @@ import keras
 
 from normprop_tf import activations
 from normprop_tf import layers as np_layers
+from normprop_tf import pooling
 from normprop_tf.utils import checks
 
 NORMS = ('normprop', 'batchnorm', 'weightnorm', 'plain')
@@ -34,6 +35,9 @@ _POOL_AFTER = {3: 'max', 6: 'avg'}
 def hidden_layer_names(num_hidden=len(_HIDDEN)):
   """Names of the hidden conv layers, in order."""
   return [f'conv{i}' for i in range(1, num_hidden + 1)]
+
+
+CLASSIFIERS = ('default', 'plain')
 
 
 def _validate(norm, num_classes, width, dropout, activation, input_shape):
@@ -53,12 +57,38 @@ def _validate(norm, num_classes, width, dropout, activation, input_shape):
                 'must be (height, width, channels)')
 
 
+def _validate_extensions(norm, gamma_init, classifier, classifier_gamma,
+                         pool_correction):
+  """The options beyond the paper's recipe (docs/method.md)."""
+  if gamma_init is not None:
+    checks.positive_number('gamma_init', gamma_init)
+    if norm != 'normprop':
+      checks.fail('gamma_init', gamma_init, "applies to norm='normprop' only")
+  checks.one_of('classifier', classifier, CLASSIFIERS)
+  if classifier_gamma is not None:
+    checks.positive_number('classifier_gamma', classifier_gamma)
+    if norm not in ('normprop', 'weightnorm') or classifier == 'plain':
+      checks.fail('classifier_gamma', classifier_gamma,
+                  "sets the scale of a NormProp or weight-norm classifier; "
+                  "it needs norm='normprop' or 'weightnorm' and "
+                  "classifier='default'")
+  if pool_correction is not None:
+    checks.number('pool_correction', pool_correction, 0,
+                  pooling.MAX_CORRELATION)
+    if norm != 'normprop':
+      checks.fail('pool_correction', pool_correction,
+                  "applies to norm='normprop' only")
+
+
 def _hidden_block(x, norm, name, filters, kernel_size, activation,
-                  synchronized_bn):
+                  synchronized_bn, gamma_init):
   """One hidden conv of the given normalization kind."""
   if norm == 'normprop':
+    gamma = (None if gamma_init is None else
+             keras.initializers.Constant(gamma_init))
     return np_layers.NormPropConv2D(
-        filters, kernel_size, activation=activation, name=name)(x)
+        filters, kernel_size, activation=activation, gamma_initializer=gamma,
+        name=name)(x)
   if norm == 'weightnorm':
     return np_layers.WeightNormConv2D(
         filters, kernel_size, activation=activation, name=name)(x)
@@ -71,9 +101,24 @@ def _hidden_block(x, norm, name, filters, kernel_size, activation,
   return keras.layers.Activation(activation, name=f'{name}_act')(x)
 
 
+def _classifier(x, norm, num_classes, classifier, classifier_gamma):
+  scale = (None if classifier_gamma is None else
+           keras.initializers.Constant(classifier_gamma))
+  if classifier == 'plain' or norm in ('batchnorm', 'plain'):
+    return keras.layers.Conv2D(num_classes, 1, name='classifier')(x)
+  if norm == 'normprop':
+    return np_layers.NormPropConv2D(num_classes, 1, activation=None,
+                                    gamma_initializer=scale,
+                                    name='classifier')(x)
+  return np_layers.WeightNormConv2D(num_classes, 1, activation=None,
+                                    g_initializer=scale or 'ones',
+                                    name='classifier')(x)
+
+
 def nin(norm='normprop', num_classes=10, width=1.0, dropout=0.0,
         activation='relu', input_shape=(32, 32, 3), synchronized_bn=False,
-        name=None):
+        gamma_init=None, classifier='default', classifier_gamma=None,
+        pool_correction=None, name=None):
   """Builds the Network-in-Network of the NormProp paper.
 
   Args:
@@ -90,31 +135,43 @@ def nin(norm='normprop', num_classes=10, width=1.0, dropout=0.0,
     input_shape: (height, width, channels) of the standardized input.
     synchronized_bn: for 'batchnorm', synchronize batch statistics across
       replicas under tf.distribute.
+    gamma_init: NormProp only: the hidden layers' initial gamma. None: the
+      layer default (1/1.21 for ReLU, the paper's); 1.0 keeps the forward
+      statistics at (0, 1) instead of the gradient norms.
+    classifier: 'default' (the method's own: NormProp or weight-norm conv
+      for those norms, a plain conv with bias for BN and plain) or 'plain'
+      (a plain conv with bias for every norm, as in the BN network).
+    classifier_gamma: initial gamma (g) of a NormProp or weight-norm
+      classifier. None: 1.0.
+    pool_correction: NormProp only. None (the paper): no correction after
+      pooling. A number rho in [0, 0.95]: a `layers.PoolingCorrection` after
+      each pool restores zero mean and unit variance, assuming correlation
+      rho inside a pooling window (an extension; docs/method.md).
     name: model name; defaults to f'nin_{norm}'.
 
   Returns:
     A functional `keras.Model` mapping images to float32 logits (batch, K).
   """
   _validate(norm, num_classes, width, dropout, activation, input_shape)
+  _validate_extensions(norm, gamma_init, classifier, classifier_gamma,
+                       pool_correction)
   inputs = keras.Input(shape=tuple(input_shape), name='image')
   x = inputs
   for i, (filters, size) in enumerate(_HIDDEN, start=1):
     x = _hidden_block(x, norm, f'conv{i}', max(1, round(filters * width)),
-                      size, activation, synchronized_bn)
+                      size, activation, synchronized_bn, gamma_init)
     if i in _POOL_AFTER:
-      pool = (keras.layers.MaxPooling2D if _POOL_AFTER[i] == 'max' else
+      kind = _POOL_AFTER[i]
+      pool = (keras.layers.MaxPooling2D if kind == 'max' else
               keras.layers.AveragePooling2D)
       x = pool(3, strides=2, padding='same', name=f'pool{i // 3}')(x)
+      if pool_correction is not None:
+        x = np_layers.PoolingCorrection(
+            kind, 3, activation, pool_correction,
+            name=f'pool{i // 3}_correction')(x)
       if dropout:
         x = keras.layers.Dropout(dropout, name=f'dropout{i // 3}')(x)
-  if norm == 'normprop':
-    x = np_layers.NormPropConv2D(num_classes, 1, activation=None,
-                                 name='classifier')(x)
-  elif norm == 'weightnorm':
-    x = np_layers.WeightNormConv2D(num_classes, 1, activation=None,
-                                   name='classifier')(x)
-  else:
-    x = keras.layers.Conv2D(num_classes, 1, name='classifier')(x)
+  x = _classifier(x, norm, num_classes, classifier, classifier_gamma)
   x = keras.layers.GlobalAveragePooling2D(name='global_pool')(x)
   # Logits stay float32 under mixed precision (docs/stack.md).
   logits = keras.layers.Activation('linear', dtype='float32', name='logits')(x)

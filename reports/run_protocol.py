@@ -27,7 +27,7 @@ from absl import flags
 _ONLY = flags.DEFINE_list('only', [], 'Experiment groups to run (default: '
                           'all): ' + ', '.join(
                               ['lr_sweep', 'convergence', 'aug', 'input',
-                               'ics', 'batch1']))
+                               'ics', 'batch1', 'study']))
 _WORK_DIR = flags.DEFINE_string('work_dir', 'runs/reduced',
                                 'Where model_dirs (checkpoints, events) go.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the commands only.')
@@ -76,6 +76,34 @@ def experiments():
     for norm in ('normprop', 'batchnorm'):
       runs.append(('aug', f'aug_{norm}-s{seed}', f'aug_{norm}',
                    [f'experiment.seed = {seed}']))
+  return runs + study_experiments()
+
+
+# The controlled study of reports/README.md, "What separates NormProp from
+# BN": one factor per variant, against convergence_{normprop,batchnorm}.
+STUDY_VARIANTS = ('pool_correction_normprop', 'classifier_gamma8_normprop',
+                  'classifier_plain_normprop', 'gamma1_normprop',
+                  'zca_exact_normprop', 'zca_exact_batchnorm',
+                  'standardize_batchnorm')
+STUDY_LEARNING_RATES = (0.02, 0.1)
+
+
+def study_experiments():
+  """The study's runs: seed 1 of everything first, then seed 2."""
+  runs = []
+  for seed in SEEDS:
+    bind = [f'experiment.seed = {seed}']
+    for norm in ('normprop', 'batchnorm'):
+      runs.append(('study', f'study_long_{norm}-s{seed}', f'study_long_{norm}',
+                   bind))
+    for variant in STUDY_VARIANTS:
+      runs.append(('study', f'study_{variant}-s{seed}', f'study_{variant}',
+                   bind))
+    for norm in ('normprop', 'batchnorm'):
+      for lr in STUDY_LEARNING_RATES:
+        runs.append(('study', f'study_lr_{norm}-lr{lr}-s{seed}',
+                     f'study_lr_{norm}',
+                     [f'optimizer.learning_rate = {lr}'] + bind))
   return runs
 
 

@@ -52,6 +52,11 @@ COUNTERPARTS = [
     ('reduced/batch1_normprop', 'reduced/batch1_batchnorm'),
     ('reduced/batch50_normprop', 'reduced/batch50_batchnorm'),
     ('reduced/lr_sweep_normprop', 'reduced/lr_sweep_batchnorm'),
+    # The study of what separates NormProp from BN.
+    ('reduced/study_long_normprop', 'reduced/study_long_batchnorm'),
+    ('reduced/input_standardize', 'reduced/study_standardize_batchnorm'),
+    ('reduced/study_zca_exact_normprop', 'reduced/study_zca_exact_batchnorm'),
+    ('reduced/study_lr_normprop', 'reduced/study_lr_batchnorm'),
 ]
 NORM_SETTINGS = ('nin.norm', 'nin.synchronized_bn')
 REQUIRED = ['nin_cifar10', 'nin_cifar10_batchnorm', 'nin_cifar10_aug',
@@ -246,6 +251,6 @@ def test_reduced_files_keep_the_full_experiments_learning_rate(path):
                'train/input_pipeline.global_batch_size', 'nin.norm',
                'input_pipeline.preprocessing', 'train/input_pipeline.augment'):
     if name == 'input_pipeline.preprocessing' and path.stem.startswith(
-        'input_'):
+        ('input_', 'study_standardize')):
       continue  # Experiment 4 changes exactly this.
     assert reduced[name] == original[name], (name, full)

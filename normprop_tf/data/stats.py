@@ -133,8 +133,11 @@ def fit_zca(images, epsilon=ZCA_EPSILON, gcn_scale=GCN_SCALE, chunk=_CHUNK,
   }
 
 
-def compute_stats(images, compute_zca=True):
+def compute_stats(images, compute_zca=True, zca_epsilon=ZCA_EPSILON):
   """All statistics of a training split of uint8 images [N, H, W, C].
+
+  `zca_epsilon` is added to the covariance's eigenvalues (pylearn2's 0.1 by
+  default; a small value such as 1e-5 whitens almost exactly).
 
   Returns:
     (arrays, params): a dict of float64 arrays for stats.npz, and a dict of
@@ -151,16 +154,16 @@ def compute_stats(images, compute_zca=True):
       'zca': bool(compute_zca),
   }
   if compute_zca:
-    arrays.update(fit_zca(images))
+    arrays.update(fit_zca(images, epsilon=zca_epsilon))
     lam = arrays['zca_eigenvalues']
     params.update({
         'gcn_scale': GCN_SCALE,
         'gcn_min_divisor': GCN_MIN_DIVISOR,
-        'zca_epsilon': ZCA_EPSILON,
+        'zca_epsilon': zca_epsilon,
         'zca_method': 'covariance' if len(images) >= mean.size else 'gram',
         # How white the whitened data is: the share of eigen-directions with
-        # lambda / (lambda + eps) above 0.9, i.e. lambda > 0.9.
-        'zca_white_directions': int((lam > 9 * ZCA_EPSILON).sum()),
+        # lambda / (lambda + eps) above 0.9, i.e. lambda > 9 eps.
+        'zca_white_directions': int((lam > 9 * zca_epsilon).sum()),
         'zca_out_std_min': float(arrays['zca_out_std'].min()),
         'zca_out_std_max': float(arrays['zca_out_std'].max()),
     })

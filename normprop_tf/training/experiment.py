@@ -83,7 +83,7 @@ def _prepare_data(configs, chief):
       subset_per_class=data.subset_per_class,
       validation_size=data.validation_size,
       compute_zca=configs.train_input.preprocessing == 'zca', seed=0,
-      is_chief=chief)
+      is_chief=chief, zca_epsilon=data.zca_epsilon)
 
 
 def _lengths(configs, info):

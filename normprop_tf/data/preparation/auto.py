@@ -22,7 +22,7 @@ from normprop_tf.data.preparation import preparer as prepare_lib
 
 def ensure_prepared(dataset, data_dir, source=None, subset_per_class=None,
                     validation_size=5000, compute_zca=True, seed=0,
-                    is_chief=True, wait_seconds=3600):
+                    is_chief=True, wait_seconds=3600, zca_epsilon=0.1):
   """Returns the manifest of `data_dir`, preparing it first when needed.
 
   Args:
@@ -38,6 +38,7 @@ def ensure_prepared(dataset, data_dir, source=None, subset_per_class=None,
     seed: seeds the validation holdout and the record order.
     is_chief: only the chief prepares; other workers wait for stats.json.
     wait_seconds: how long a non-chief waits.
+    zca_epsilon: added to the eigenvalues by ZCA (`preparer.prepare`).
 
   Raises:
     DataError: not prepared and no source (the message gives the prepare
@@ -60,7 +61,8 @@ def ensure_prepared(dataset, data_dir, source=None, subset_per_class=None,
     prepare_lib.prepare(dataset, data_dir, source=source,
                         validation_size=validation_size, seed=seed,
                         compute_zca=compute_zca,
-                        subset_per_class=subset_per_class)
+                        subset_per_class=subset_per_class,
+                        zca_epsilon=zca_epsilon)
   except data_errors.DataError as e:
     raise data_errors.DataError(
         f'Preparing {dataset} in {data_dir} from {source!r} failed: {e}\n'

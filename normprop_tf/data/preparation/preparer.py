@@ -29,6 +29,7 @@ from normprop_tf.data import stats as stats_lib
 from normprop_tf.data.preparation import sources
 from normprop_tf.data.preparation import splits as splits_lib
 from normprop_tf.data.preparation import writer
+from normprop_tf.utils import checks
 from normprop_tf.utils import fileio
 
 DataError = errors.DataError
@@ -36,7 +37,7 @@ DataError = errors.DataError
 
 def arguments_record(dataset, source, num_shards, validation_size, seed,
                      svhn_use_extra, tfds_data_dir, compute_zca,
-                     subset_per_class=None):
+                     subset_per_class=None, zca_epsilon=stats_lib.ZCA_EPSILON):
   """What identifies a preparation; equal records mean nothing to redo."""
   record = {
       'format_version': schema.FORMAT_VERSION,
@@ -50,6 +51,10 @@ def arguments_record(dataset, source, num_shards, validation_size, seed,
   }
   if subset_per_class is not None:
     record['subset_per_class'] = sources.subset_limits(subset_per_class)
+  if compute_zca and zca_epsilon != stats_lib.ZCA_EPSILON:
+    # Only when it differs: preparations made before the option existed
+    # used the default and stay reusable.
+    record['zca_epsilon'] = float(zca_epsilon)
   if dataset == 'svhn':
     record['svhn_use_extra'] = bool(svhn_use_extra)
   else:
@@ -151,11 +156,13 @@ def _write_splits(data_dir, raw, parts, spec, num_shards, seed):
   return split_info, train_images
 
 
-def _write_statistics(data_dir, train_images, compute_zca, fingerprint):
+def _write_statistics(data_dir, train_images, compute_zca, zca_epsilon,
+                      fingerprint):
   start = time.monotonic()
   logging.info('Computing statistics on %d training images (ZCA: %s)',
                len(train_images), compute_zca)
-  arrays, params = stats_lib.compute_stats(train_images, compute_zca)
+  arrays, params = stats_lib.compute_stats(train_images, compute_zca,
+                                           zca_epsilon)
   params['seconds'] = round(time.monotonic() - start, 1)
   logging.info('Statistics done in %.1f s', params['seconds'])
   stats_lib.save_npz(os.path.join(data_dir, manifest.STATS_NPZ), arrays,
@@ -174,7 +181,7 @@ def _split_parts(dataset, raw, validation_size, seed, spec):
 def prepare(dataset, data_dir, source='tfds', num_shards=0,
             validation_size=5000, seed=0, svhn_use_extra=True,
             tfds_data_dir=None, compute_zca=True, overwrite=False,
-            subset_per_class=None):
+            subset_per_class=None, zca_epsilon=stats_lib.ZCA_EPSILON):
   """Prepares `dataset` in `data_dir` (see the module docstring).
 
   Args:
@@ -194,6 +201,8 @@ def prepare(dataset, data_dir, source='tfds', num_shards=0,
     overwrite: replace a complete preparation made with other arguments.
     subset_per_class: None (everything), an int N or {split: N}: keep only
       the first N images of every class (by file name), e.g. for smoke runs.
+    zca_epsilon: added to the eigenvalues by ZCA (pylearn2's 0.1; 1e-5 is
+      close to exact whitening).
 
   Returns:
     A summary dict: data_dir, dataset, skipped (True when the existing
@@ -212,7 +221,8 @@ def prepare(dataset, data_dir, source='tfds', num_shards=0,
     raise DataError(f'--num_shards={num_shards} must be >= 0 (0: automatic).')
   args = arguments_record(dataset, source, num_shards, validation_size, seed,
                           svhn_use_extra, tfds_data_dir, compute_zca,
-                          subset_per_class)
+                          subset_per_class, checks.positive_number(
+                              'zca_epsilon', zca_epsilon))
   tf.io.gfile.makedirs(data_dir)
   existing = _reusable(data_dir, args, overwrite)
   if existing is not None:
@@ -231,7 +241,8 @@ def prepare(dataset, data_dir, source='tfds', num_shards=0,
   del raw
   fingerprint = manifest.fingerprint(
       {s: v['shards'] for s, v in split_info.items()})
-  params = _write_statistics(data_dir, train_images, compute_zca, fingerprint)
+  params = _write_statistics(data_dir, train_images, compute_zca, zca_epsilon,
+                             fingerprint)
   info = {
       'format_version': schema.FORMAT_VERSION,
       'dataset': dataset,
