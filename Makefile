@@ -23,7 +23,7 @@ venv: $(STAMP)
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[tf,test,reports]'
+	$(PY) -m pip install --quiet -e '.[tf,fit,test,reports]'
 	touch $(STAMP)
 
 train: $(STAMP)

@@ -4,11 +4,19 @@
 models, `export.fold`): Keras and NumPy, for any Keras backend. The
 TensorFlow side (data preparation, the tf.data pipeline, training with
 tf.distribute, TensorBoard, gin) is the `tf` extra: `pip install '.[tf]'`.
-`make train` and `make test` install `.[tf,test,reports]`.
+The Keras-only runner (`python -m normprop_tf.train_jax`, for machines with
+JAX and no TensorFlow) is the `fit` extra. `make train` and `make test`
+install `.[tf,fit,test,reports]`.
 """
 
 import setuptools
 
+# What the Keras-only runner (normprop_tf.fit) needs beside the core.
+FIT = [
+    'gin-config>=0.5.0,<0.6',
+    'absl-py>=2.0,<3',
+    'pillow>=10,<14',
+]
 TF = [
     'tensorflow>=2.21,<2.22',
     'tensorboard>=2.21,<2.22',
@@ -37,6 +45,7 @@ setuptools.setup(
     ],
     extras_require={
         'tf': TF,
+        'fit': FIT,
         'test': [
             'pytest>=8,<10',
             'pytest-xdist>=3.5,<4',

@@ -32,7 +32,7 @@ import numpy as np
 
 from benchmarks import harness
 from normprop_tf import data
-from normprop_tf.training import records
+from normprop_tf.training import summaries
 from normprop_tf.utils import hardware
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,7 +105,7 @@ def nin_step_rate(batch_size, steps):
 
 def machine():
   """The machine, and how busy it was when the benchmark started."""
-  info = records.hardware_info()
+  info = summaries.hardware_info()
   return (f'{hardware.one_line(info)}; Python {info["python"]}, TensorFlow '
           f'{info["tensorflow"]}, {info["platform"]}; 1-minute load average '
           f'{os.getloadavg()[0]:.1f} at the start (1.0 = one busy core)')

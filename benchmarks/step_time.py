@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from benchmarks import harness
 from normprop_tf import export
-from normprop_tf.training import records
+from normprop_tf.training import summaries
 from normprop_tf.utils import hardware
 
 _WIDTHS = flags.DEFINE_list('widths', ['1.0', '0.5'], 'NIN widths.')
@@ -176,7 +176,7 @@ def _write_report(path, table, results, seconds):
       _BEGIN, '## Train step and inference throughput (NIN, CIFAR shapes)',
       '',
       f'Command: `{command}` ({seconds / 60:.0f} min). '
-      f'Machine: {hardware.one_line(records.hardware_info())}; TF '
+      f'Machine: {hardware.one_line(summaries.hardware_info())}; TF '
       f'{tf.__version__}, Keras {keras.__version__}, no XLA. Median of '
       f'{_REPS.value} (training) and {_INFER_REPS.value} (inference) '
       'interleaved repetitions after warm-up; synthetic '
@@ -193,7 +193,7 @@ def _write_records(path, raw, memory, seconds):
   common = {
       'command': shlex.join(['python', '-m', 'benchmarks.step_time'] +
                             sys.argv[1:]),
-      'hardware': records.hardware_info(),
+      'hardware': summaries.hardware_info(),
       'repetitions': _REPS.value,
       'inference_repetitions': _INFER_REPS.value,
       'total_seconds': round(seconds, 1),

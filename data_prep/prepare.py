@@ -59,6 +59,11 @@ def define_flags():
       'zca_epsilon', 0.1,
       'Added to the covariance eigenvalues by ZCA: pylearn2\'s 0.1 leaves '
       'CIFAR far from white; 1e-5 whitens almost exactly.')
+  flags.DEFINE_enum(
+      'jpeg_idct', 'accurate', ['accurate', 'tf_default'],
+      'How JPEGs are decoded: accurate (libjpeg\'s exact IDCT, as Pillow '
+      'decodes) or tf_default (TensorFlow\'s fast default; the reduced-scale '
+      'records were prepared so).')
   flags.DEFINE_bool(
       'overwrite', False,
       'Replace a complete preparation in --data_dir that was made with '
@@ -81,7 +86,7 @@ def main(argv):
         tfds_data_dir=FLAGS.tfds_data_dir, compute_zca=FLAGS.zca,
         overwrite=FLAGS.overwrite,
         subset_per_class=FLAGS.subset_per_class,
-        zca_epsilon=FLAGS.zca_epsilon)
+        zca_epsilon=FLAGS.zca_epsilon, jpeg_idct=FLAGS.jpeg_idct)
   except DataError as e:
     print(f'data_prep.prepare: error: {e}', file=sys.stderr)
     sys.exit(1)

@@ -98,11 +98,12 @@ def header(runs):
       '3. Internal covariate shift (Figure 2)',
       '4. Global vs minibatch input normalization (Figure 1)',
       '5. Speed (Figure 5)', '6. Learning-rate stability',
-      '7. Table 1 analogue', '8. Conclusions', '']
+      '7. Table 1 analogue', '8. What separates NormProp from BN',
+      '9. Full scale: Table 1\'s CIFAR-10 cells', '10. Conclusions', '']
 
 
 def conclusions(path):
-  lines = ['## 8. Conclusions', '']
+  lines = ['## 10. Conclusions', '']
   if path and os.path.exists(path):
     with open(path, encoding='utf-8') as f:
       return lines + [f.read().rstrip('\n')]
@@ -115,7 +116,8 @@ def generate(runs_dir, out_dir, conclusions_path=None):
   figures_dir = os.path.join(out_dir, FIGURES)
   os.makedirs(figures_dir, exist_ok=True)
   ctx = md.Context(runs=runs, speed=lib.load_speed(runs_dir),
-                         figures_dir=figures_dir)
+                   figures_dir=figures_dir,
+                   fullscale=lib.load_runs(os.path.join(runs_dir, 'fullscale')))
   lines = header(runs)
   for section in sections.SECTIONS:
     lines += section(ctx) + ['']

@@ -282,6 +282,8 @@ def hardware_string(hardware):
   devices = hardware.get('logical_devices') or {}
   accel = ', '.join(f'{n} {d}' for d, n in sorted(devices.items())
                     if d != 'CPU')
+  if accel and hardware.get('device_kind'):
+    accel += f' ({hardware["device_kind"]})'
   detail = []
   if hardware.get('cpu_family'):
     detail.append(f'family {hardware["cpu_family"]} model '
@@ -292,6 +294,7 @@ def hardware_string(hardware):
                                      else '')
   backend = (f'TF {hardware["tensorflow"]}' if hardware.get('tensorflow') else
              f'Keras {hardware.get("keras", "?")} on '
-             f'{hardware.get("keras_backend", "?")}')
+             f'{hardware.get("keras_backend", "?")} '
+             f'{hardware.get(hardware.get("keras_backend", ""), "")}'.rstrip())
   text = f'{cpu}, {hardware.get("cpu_count", "?")} cores, {backend}'
   return text + (f', {accel}' if accel else '')

@@ -20,6 +20,7 @@ class Context:
   runs: dict           # {name: report_lib.Run}
   speed: list          # rows of runs/speed/step_time.jsonl
   figures_dir: str
+  fullscale: dict = dataclasses.field(default_factory=dict)  # runs/fullscale
   written: list = dataclasses.field(default_factory=list)
 
   def figure(self, name):

@@ -53,6 +53,8 @@ class Panel:
   # (x, label, color, height as a fraction of the axes): an 'x' (diverged).
   markers_x: list = None
   legend: bool = True
+  # (x, label): a dotted vertical line, e.g. a learning-rate decay.
+  vlines: list = None
 
 
 def line_panels(path, panels, xlabel, ncols=2, panel_size=(4.0, 3.0),
@@ -81,6 +83,8 @@ def _draw_panel(ax, panel, xlabel, logx, logy):
         lo != hi for lo, hi in zip(line.lo, line.hi)):
       ax.fill_between(line.xs, line.lo, line.hi, color=line.color,
                       alpha=0.2, linewidth=0)
+  for x, label in panel.vlines or []:
+    ax.axvline(x, color='0.5', linestyle=':', linewidth=1.0, label=label)
   for x, label, color, height in panel.markers_x or []:
     ax.plot([x], [height], 'x', color=color, markersize=8, mew=2,
             transform=ax.get_xaxis_transform(), label=label)

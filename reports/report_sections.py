@@ -6,9 +6,11 @@ figures directory. A section whose runs are missing says "not run yet" with
 the commands that produce them.
 """
 
+from reports import report_fullscale
 from reports import report_lib as lib
 from reports import report_markdown as md
 from reports import report_plots as plots
+from reports import report_study
 
 METHODS = {'normprop': 'NormProp', 'batchnorm': 'BN', 'weightnorm': 'weight norm',
            'plain': 'plain', 'standardize': 'global (dataset statistics)',
@@ -194,7 +196,7 @@ def exp3_ics(ctx):
       'validation images, per hidden layer: the per-channel gap between the '
       'true mean/std of what the method normalizes and the estimate it uses '
       'at inference, averaged over channels '
-      '(`normprop_tf/layer_stats.py`). NormProp: |E z| and |Std z - 1| for '
+      '(`normprop_tf/training/hidden_stats.py`). NormProp: |E z| and |Std z - 1| for '
       'z = W x / ||W|| (its parametric estimate is 0 and 1). BN: '
       '|true mean - moving mean| / moving std and |true std / moving std - '
       '1| (its moving averages). Lower is better.', '']
@@ -538,4 +540,5 @@ def exp7_table1(ctx):
 
 
 SECTIONS = (exp1_convergence, exp2_batch1, exp3_ics, exp4_input, exp5_speed,
-            exp6_lr_sweep, exp7_table1)
+            exp6_lr_sweep, exp7_table1, report_study.section,
+            report_fullscale.section)

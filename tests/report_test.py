@@ -154,6 +154,17 @@ def _synthetic_runs(runs_dir):
              probe={0: (0.1, 0.2), 25: (0.05, 0.1)})
   _write_run(runs_dir, 'ics_batchnorm', 'ics_batchnorm',
              probe={0: (1.0, 2.0), 25: (0.5, 0.8)})
+  # The study: a one-factor variant with 2 seeds, validation 0.28 and 0.30
+  # against the NormProp baseline's 0.30 and 0.34; final gaps 0.2 / 0.4.
+  for seed, err in ((1, 0.28), (2, 0.30)):
+    _write_run(runs_dir, f'study_gamma1_normprop-s{seed}',
+               'study_gamma1_normprop', seed=seed,
+               errors=[(0.5, 0.5, 0.5), (0.3, err, err + 0.01)],
+               probe={0: (1.0, 1.0), 1800: (0.2, 0.4)})
+  # Full scale: two Table 1 cells from the accelerator script.
+  for stem, err in (('nin_cifar10', 0.10), ('nin_cifar10_batchnorm', 0.09)):
+    _write_run(runs_dir / 'fullscale', f'{stem}-s1', stem, seed=1,
+               errors=[(0.1, err, err)])
   speed = runs_dir / 'speed'
   speed.mkdir()
   (speed / 'step_time.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in [
@@ -193,13 +204,24 @@ def test_synthetic_report_numbers_and_determinism(tmp_path):
           'convergence_weightnorm.gin') in text
   assert 'Not run yet' in text
   assert 'Not written yet' in text
+  # Full scale: each cell beside the paper's, and NormProp - BN.
+  assert '| C10 | NormProp | [`gin/nin_cifar10.gin`]' in text
+  assert '10.00](../gin/reduced/nin_cifar10.gin) | 9.11 | +0.89 |' in text
+  assert '| C10 | NormProp - BN | - | 1 paired | +1.00 | -0.30 | +1.30 |' in text
+  # The study: -3 points (paired: -2 and -4) against the baseline; the
+  # gaps of the last probe; the best variant's gap figure.
+  assert ('| 5. gamma init | NormProp, gamma init 1 (not 1/1.21) |' in text)
+  assert '| -3.00 | -3.00 | 0.20 / 0.40 | - | 0.20 / 0.40 |' in text
+  assert 'the variant with the lowest validation error, NormProp, gamma init' \
+      in text
   assert sorted(first) == ['README.md', 'figures/exp1_convergence.png',
                            'figures/exp2_batch1.png',
                            'figures/exp3_ics_average.png',
                            'figures/exp3_ics_layers.png',
                            'figures/exp4_input.png',
                            'figures/exp5_speed.png',
-                           'figures/exp6_lr_sweep.png']
+                           'figures/exp6_lr_sweep.png',
+                           'figures/study_gaps.png']
 
 
 def test_empty_runs_dir_reports_everything_not_run(tmp_path):
@@ -207,6 +229,6 @@ def test_empty_runs_dir_reports_everything_not_run(tmp_path):
   conclusions.write_text('NormProp: reproduced.\n')
   files = _generate(tmp_path / 'none', tmp_path / 'out', conclusions)
   text = files['README.md'].decode()
-  assert text.count('**Not run yet.**') == 7
-  assert text.endswith('## 8. Conclusions\n\nNormProp: reproduced.\n')
+  assert text.count('**Not run yet.**') == 9
+  assert text.endswith('## 10. Conclusions\n\nNormProp: reproduced.\n')
   assert sorted(files) == ['README.md']

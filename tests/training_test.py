@@ -24,6 +24,7 @@ from normprop_tf.training import gin_config
 from normprop_tf.training import hidden_stats as layer_stats
 from normprop_tf.training import progress
 from normprop_tf.training import records
+from normprop_tf.training import summaries
 from normprop_tf.training import strategies
 from normprop_tf.utils import checks
 
@@ -228,7 +229,7 @@ def test_records_past_the_checkpoint_are_dropped_on_resume(tmp_path):
   assert rows[0] == {'step': 10, 'epoch': 1.0, 'split': 'train',
                      'metric': 'loss', 'value': 0.1, 'seed': 3, 'config': 'c'}
   recorder.close()
-  json.dumps(records.hardware_info())  # Serializable.
+  json.dumps(summaries.hardware_info())  # Serializable.
 
 
 def test_model_dir_must_be_writable(tmp_path):

@@ -1,28 +1,31 @@
 """normprop_tf.data: TFRecord input pipeline with NormProp's input statistics.
 
-TensorFlow-only; `import normprop_tf` does not import this package.
-
     ds = make_dataset('/tmp/np_data', 'train', 128, preprocessing='standardize',
                       augment=True, seed=0)
 
-The records and statistics are written by `python -m data_prep.prepare`.
+The records and statistics are written by `python -m data_prep.prepare`
+(`normprop_tf.data.preparation`). The pipeline, the record schema and the
+augmentation use TensorFlow; `spec`, `errors`, `manifest` and `stats` do not,
+so the Keras-only runner (`normprop_tf.fit`) shares them on any backend.
+The names below are imported when first used, which keeps
+`import normprop_tf.data.stats` free of TensorFlow.
 """
 
-from normprop_tf.data.augment import augment_batch
-from normprop_tf.data.errors import DataError
-from normprop_tf.data.errors import DATASETS
-from normprop_tf.data.errors import prepare_command
-from normprop_tf.data.input_normalization import InputNormalization
-from normprop_tf.data.manifest import load_manifest
-from normprop_tf.data.manifest import verify_split
-from normprop_tf.data.pipeline import make_dataset
-from normprop_tf.data.pipeline import read_split
-from normprop_tf.data.preprocessing import PREPROCESSINGS
-from normprop_tf.data.stats import load_stats
-from normprop_tf.data.stats import Stats
+import importlib
 
-__all__ = [
-    'augment_batch', 'DataError', 'DATASETS', 'prepare_command',
-    'InputNormalization', 'load_manifest', 'verify_split', 'make_dataset',
-    'read_split', 'PREPROCESSINGS', 'load_stats', 'Stats',
-]
+_EXPORTS = {
+    'augment_batch': 'augment', 'DataError': 'errors', 'DATASETS': 'spec',
+    'prepare_command': 'errors', 'InputNormalization': 'input_normalization',
+    'load_manifest': 'manifest', 'verify_split': 'manifest',
+    'make_dataset': 'pipeline', 'read_split': 'pipeline',
+    'PREPROCESSINGS': 'spec', 'load_stats': 'stats', 'Stats': 'stats',
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name not in _EXPORTS:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  module = importlib.import_module(f'{__name__}.{_EXPORTS[name]}')
+  return getattr(module, name)

@@ -11,14 +11,9 @@ fix it. `DataError` subclasses `ValueError`, so callers that already catch
 import os
 import shlex
 
-# Datasets the preparation tool knows, with their fixed image shape and
-# number of classes. Lives here (not in data_prep) so that the reader can
-# name a dataset in its error messages without importing the writer.
-DATASETS = {
-    'cifar10': {'image_shape': (32, 32, 3), 'num_classes': 10},
-    'cifar100': {'image_shape': (32, 32, 3), 'num_classes': 100},
-    'svhn': {'image_shape': (32, 32, 3), 'num_classes': 10},
-}
+from normprop_tf.data import spec
+
+DATASETS = spec.DATASETS
 
 
 class DataError(ValueError):

@@ -23,20 +23,19 @@ import hashlib
 import json
 import os
 
-import tensorflow as tf
-
 from normprop_tf.data import errors
-from normprop_tf.data import schema
+from normprop_tf.data import spec as schema
+from normprop_tf.utils import fileio
 
 STATS_JSON = 'stats.json'
 STATS_NPZ = 'stats.npz'
-VERIFY_LEVELS = ('full', 'size', 'none')
+VERIFY_LEVELS = schema.VERIFY_LEVELS
 
 
 def file_sha256(path, chunk_bytes=1 << 22):
   """Hex sha256 of a local or gs:// file."""
   digest = hashlib.sha256()
-  with tf.io.gfile.GFile(path, 'rb') as f:
+  with fileio.open_file(path, 'rb') as f:
     while True:
       chunk = f.read(chunk_bytes)
       if not chunk:
@@ -82,14 +81,14 @@ def load_manifest(data_dir, dataset=None):
   if dataset is not None:
     dataset = errors.check_dataset_name(dataset)
   path = os.path.join(data_dir, STATS_JSON)
-  if not tf.io.gfile.exists(path):
-    state = ('does not exist' if not tf.io.gfile.exists(data_dir) else
+  if not fileio.exists(path):
+    state = ('does not exist' if not fileio.exists(data_dir) else
              'holds no completed preparation (no stats.json)')
     raise errors.DataError(
         f'Dataset directory {data_dir} {state}. '
         + errors.not_prepared_hint(data_dir, dataset))
   try:
-    with tf.io.gfile.GFile(path, 'r') as f:
+    with fileio.open_file(path, 'r') as f:
       info = json.load(f)
     missing = [k for k in ('splits', 'fingerprint', 'image_shape')
                if k not in info]
@@ -145,11 +144,11 @@ def verify_split(data_dir, info, split, level='full'):
     paths.append(path)
     if level == 'none':
       continue
-    if not tf.io.gfile.exists(path):
+    if not fileio.exists(path):
       raise errors.DataError(
           f'Missing shard {path} (listed in {STATS_JSON}). Restore it, or '
           f're-create the dataset: {fix}')
-    size = tf.io.gfile.stat(path).length
+    size = fileio.size(path)
     if size != entry['bytes']:
       raise errors.DataError(
           f'Corrupt shard {path}: {size} bytes, but {STATS_JSON} records '
@@ -162,7 +161,7 @@ def verify_split(data_dir, info, split, level='full'):
   if level != 'none':
     listed = {e['file'] for e in entries}
     on_disk = set()
-    for path in tf.io.gfile.glob(os.path.join(data_dir, f'{split}-*.tfrecord')):
+    for path in fileio.glob(os.path.join(data_dir, f'{split}-*.tfrecord')):
       parsed = schema.parse_shard_filename(os.path.basename(path))
       if parsed and parsed[0] == split:
         on_disk.add(os.path.basename(path))

@@ -9,9 +9,10 @@ and 'zca' is `InputNormalization`; a test keeps the two equal.
 
 import tensorflow as tf
 
+from normprop_tf.data import spec
 from normprop_tf.data import stats as stats_lib
 
-PREPROCESSINGS = ('standardize', 'zca', 'minibatch', 'none')
+PREPROCESSINGS = spec.PREPROCESSINGS
 
 
 def check_preprocessing(preprocessing):

@@ -12,34 +12,17 @@ batches of serialized records at once (`parse_batch`), which is much faster
 than parsing one record at a time.
 """
 
-import re
-
 import numpy as np
 import tensorflow as tf
 
+from normprop_tf.data import spec
+
+FORMAT_VERSION = spec.FORMAT_VERSION
+SPLITS = spec.SPLITS
+shard_filename = spec.shard_filename
+parse_shard_filename = spec.parse_shard_filename
 IMAGE_KEY = 'image'
 LABEL_KEY = 'label'
-# Bump when the record layout or the meaning of stats.json changes.
-FORMAT_VERSION = 1
-SPLITS = ('train', 'validation', 'test')
-_SHARD_RE = re.compile(r'^(?P<split>[a-z_]+)-(?P<index>\d{5})-of-'
-                       r'(?P<count>\d{5})\.tfrecord$')
-
-
-def shard_filename(split, index, num_shards):
-  """`train-00003-of-00014.tfrecord` for split 'train', index 3 of 14."""
-  if not 0 <= index < num_shards <= 99999:
-    raise ValueError(f'Shard index out of range. Received: index={index}, '
-                     f'num_shards={num_shards}')
-  return f'{split}-{index:05d}-of-{num_shards:05d}.tfrecord'
-
-
-def parse_shard_filename(name):
-  """Returns (split, index, num_shards) for a shard file name, else None."""
-  match = _SHARD_RE.match(name)
-  if not match:
-    return None
-  return match['split'], int(match['index']), int(match['count'])
 
 
 def serialize_example(image, label):

@@ -30,7 +30,6 @@ import io
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from normprop_tf.data import errors
 from normprop_tf.data import manifest
@@ -250,11 +249,11 @@ def load_stats(data_dir, dataset=None):
   info = manifest.load_manifest(data_dir, dataset)
   path = os.path.join(data_dir, manifest.STATS_NPZ)
   fix = manifest.fix_command(data_dir, info)
-  if not tf.io.gfile.exists(path):
+  if not fileio.exists(path):
     raise errors.DataError(f'Missing {path}, although stats.json exists. '
                            f'Re-create the dataset: {fix}')
   try:
-    with tf.io.gfile.GFile(path, 'rb') as f:
+    with fileio.open_file(path, 'rb') as f:
       with np.load(io.BytesIO(f.read()), allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
   except (ValueError, OSError, EOFError) as e:

@@ -3,92 +3,30 @@
 Each takes its component's config (`normprop_tf.training.config`) and
 plain values, so it can be called and tested without the others, with or
 without gin. The model builder is `normprop_tf.models.nin`, registered
-with gin here as `nin` (the layers and models stay gin-free).
+with gin as `nin` in `config` (the layers and models stay gin-free); the
+optimizer and its schedule are built in `optimization`, which the
+Keras-only runner shares.
 """
 
-import inspect
-
-import gin
 import keras
 import tensorflow as tf
 
-from normprop_tf import models
 from normprop_tf.data import pipeline
+from normprop_tf.training import config
+from normprop_tf.training import optimization
 from normprop_tf.training import strategies
 from normprop_tf.utils import checks
 
-# `nin.norm`, `nin.width`, ...: the model's settings. The data decides the
-# rest (classes, image shape).
-nin = gin.external_configurable(
-    models.nin, name='nin', module='normprop_tf.models',
-    denylist=['num_classes', 'input_shape', 'name'])
-
-
 def build_model(info):
   """The configured NIN for a prepared dataset's manifest `info`."""
-  return nin(num_classes=info['num_classes'],
-             input_shape=tuple(info['image_shape']))
+  return config.nin(num_classes=info['num_classes'],
+                    input_shape=tuple(info['image_shape']))
 
 
-def model_settings():
-  """The arguments `build_model` passes to `models.nin`, defaults included."""
-  signature = inspect.signature(models.nin)
-  settings = {name: p.default for name, p in signature.parameters.items()
-              if name not in ('num_classes', 'input_shape', 'name')}
-  settings.update(gin.get_bindings('nin'))
-  return settings
-
-
-def learning_rate_schedule(schedule, learning_rate, total_steps):
-  """A constant, or a step decay by `decay_factor` at fractions of training.
-
-  Args:
-    schedule: a `ScheduleConfig`.
-    learning_rate: the initial rate.
-    total_steps: the run's length, which `decay_at` is a fraction of.
-
-  Returns:
-    A float, or a `keras.optimizers.schedules.PiecewiseConstantDecay`.
-  """
-  if schedule.kind == 'constant':
-    return learning_rate
-  boundaries = sorted({int(round(f * total_steps)) for f in schedule.decay_at})
-  if not boundaries:
-    return learning_rate
-  values = [learning_rate * schedule.decay_factor**i
-            for i in range(len(boundaries) + 1)]
-  return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-
-
-def build_optimizer(optimizer, schedule, total_steps, precision_policy):
-  """SGD with the configured momentum, decay and learning-rate schedule.
-
-  Args:
-    optimizer: an `OptimizerConfig`.
-    schedule: a `ScheduleConfig`.
-    total_steps: the run's length in steps.
-    precision_policy: 'mixed_float16' wraps the optimizer in dynamic loss
-      scaling; bfloat16 needs none.
-  """
-  rate = learning_rate_schedule(schedule, float(optimizer.learning_rate),
-                                total_steps)
-  sgd = keras.optimizers.SGD(
-      learning_rate=rate, momentum=optimizer.momentum,
-      nesterov=optimizer.nesterov, weight_decay=optimizer.weight_decay or None)
-  if optimizer.weight_decay:
-    # Keras 3.15's TF backend matches these patterns against the underlying
-    # tf.Variable's name ('conv1_bn/gamma:0', and under MirroredStrategy
-    # 'conv1_bn/gamma/replica_1:0'), not against the Keras name 'gamma'.
-    sgd.exclude_from_weight_decay(var_names=[
-        rf'(^|/){name}(/replica_\d+)?(:\d+)?$'
-        for name in optimizer.weight_decay_exclude])
-  if precision_policy == 'mixed_float16':
-    sgd = keras.optimizers.LossScaleOptimizer(sgd)
-  return sgd
-
-
-def current_learning_rate(optimizer):
-  return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+model_settings = config.model_settings
+learning_rate_schedule = optimization.learning_rate_schedule
+build_optimizer = optimization.build_optimizer
+current_learning_rate = optimization.current_learning_rate
 
 
 def build_input(strategy, data_dir, input_config, split, training, seed,

@@ -7,7 +7,6 @@ bug and keeps its traceback.
 """
 
 import os
-import re
 import sys
 
 from absl import logging
@@ -26,16 +25,6 @@ from normprop_tf.utils import hardware
 
 _USER_ERRORS = (errors.TrainingError, data_errors.DataError,
                 checks.ArgumentError)
-
-
-def _message(error):
-  """The error's text, with gin's call context turned into the gin name."""
-  text = str(error)
-  match = re.search(r"\n\s*In call to configurable '([\w./]+)'", text)
-  text = re.sub(r"\n\s*In call to configurable .*", '', text).strip()
-  if match and isinstance(error, checks.ArgumentError):
-    text += f' (gin: {match.group(1)})'
-  return text
 
 
 def _fail(message):
@@ -66,7 +55,7 @@ def train(gin_files, gin_bindings, model_dir, command):
     if chief:  # The run wrote it at the start too, for runs that get killed.
       artifacts.write_operative_config(model_dir)
   except _USER_ERRORS as e:
-    return _fail(_message(e))
+    return _fail(errors.user_message(e))
   except tf.errors.OpError as e:
     # A multi-worker peer died or hung: a clear message, not a traceback.
     failure = strategies.cluster_failure(

@@ -9,7 +9,7 @@ file binds, under the component's gin name:
 | `experiment` | `RuntimeConfig` | seed, precision, op determinism |
 | `dataset` | `DataConfig` | which prepared data, and where it comes from |
 | `input_pipeline` | `InputConfig` | batching, preprocessing, augmentation; scoped `train/` and `eval/` |
-| `nin` | `normprop_tf.models.nin` | the model (see `builders.nin`) |
+| `nin` | `normprop_tf.models.nin` | the model (`nin` below) |
 | `optimizer` | `OptimizerConfig` | SGD with momentum, weight decay |
 | `lr_schedule` | `ScheduleConfig` | the learning-rate schedule's shape |
 | `trainer` | `TrainerConfig` | length, cadence, checkpoints |
@@ -19,17 +19,37 @@ file binds, under the component's gin name:
 where the paper or a measurement sets it. The classes validate their own
 fields (`normprop_tf.utils.checks`), so a bad value fails with one line that
 names the setting and the value, before anything is built.
+
+This module imports no TensorFlow: the Keras-only runner (`normprop_tf.fit`)
+parses the same gin files with it.
 """
 
 import dataclasses
+import inspect
 from typing import Optional
 
 import gin
 
-from normprop_tf.data import errors as data_errors
-from normprop_tf.data import manifest
-from normprop_tf.data import preprocessing as prep
+from normprop_tf import models
+from normprop_tf.data import spec
 from normprop_tf.utils import checks
+
+# `nin.norm`, `nin.width`, ...: the model's settings. The data decides the
+# rest (classes, image shape). The model itself stays gin-free.
+nin = gin.external_configurable(
+    models.nin, name='nin', module='normprop_tf.models',
+    denylist=['num_classes', 'input_shape', 'name'])
+
+
+
+def model_settings():
+  """The arguments `nin` is called with, defaults included (for records)."""
+  signature = inspect.signature(models.nin)
+  settings = {name: p.default for name, p in signature.parameters.items()
+              if name not in ('num_classes', 'input_shape', 'name')}
+  settings.update(gin.get_bindings('nin'))
+  return settings
+
 
 PRECISION_POLICIES = ('float32', 'mixed_float16', 'mixed_bfloat16')
 LR_SCHEDULES = ('constant', 'step')
@@ -90,6 +110,10 @@ class DataConfig:
     zca_epsilon: added to the covariance's eigenvalues by the ZCA
       statistics when preparing: pylearn2's 0.1 leaves CIFAR far from
       white; 1e-5 whitens almost exactly. Use its own data_dir.
+    jpeg_idct: how JPEG sources are decoded when preparing: 'accurate'
+      (libjpeg's exact IDCT, as Pillow decodes) or 'tf_default'
+      (TensorFlow's former default, a fast IDCT; the reduced-scale records
+      were prepared so).
   """
   name: str = 'cifar10'
   data_dir: Optional[str] = None
@@ -97,9 +121,10 @@ class DataConfig:
   subset_per_class: Optional[object] = None
   validation_size: int = 5000
   zca_epsilon: float = 0.1
+  jpeg_idct: str = 'accurate'
 
   def __post_init__(self):
-    checks.one_of('name', self.name, tuple(data_errors.DATASETS))
+    checks.one_of('name', self.name, tuple(spec.DATASETS))
     if not self.data_dir or not isinstance(self.data_dir, str):
       checks.fail('data_dir', self.data_dir,
                   'must name the prepared data directory (gin: '
@@ -108,6 +133,7 @@ class DataConfig:
       checks.fail('source', self.source, "must be None, 'tfds' or a path")
     checks.non_negative_int('validation_size', self.validation_size)
     checks.positive_number('zca_epsilon', self.zca_epsilon)
+    checks.one_of('jpeg_idct', self.jpeg_idct, spec.JPEG_IDCT)
 
 
 @gin.configurable('input_pipeline')
@@ -137,9 +163,9 @@ class InputConfig:
 
   def __post_init__(self):
     checks.positive_int('global_batch_size', self.global_batch_size)
-    checks.one_of('preprocessing', self.preprocessing, prep.PREPROCESSINGS)
+    checks.one_of('preprocessing', self.preprocessing, spec.PREPROCESSINGS)
     checks.one_of('augment', self.augment, (True, False))
-    checks.one_of('verify', self.verify, manifest.VERIFY_LEVELS)
+    checks.one_of('verify', self.verify, spec.VERIFY_LEVELS)
     checks.one_of('shard_by', self.shard_by, SHARD_BY)
 
 
@@ -270,3 +296,42 @@ def scoped(config_class, scope):
   """`config_class()` with the bindings of gin scope `scope`."""
   with gin.config_scope(scope):
     return config_class()
+
+
+@dataclasses.dataclass
+class Configs:
+  """Every component's settings, resolved from gin (or given)."""
+  runtime: RuntimeConfig
+  data: DataConfig
+  train_input: InputConfig
+  eval_input: InputConfig
+  optimizer: OptimizerConfig
+  schedule: ScheduleConfig
+  trainer: TrainerConfig
+  probe: ProbeConfig
+
+  @classmethod
+  def from_gin(cls):
+    return cls(runtime=RuntimeConfig(), data=DataConfig(),
+               train_input=scoped(InputConfig, 'train'),
+               eval_input=scoped(InputConfig, 'eval'),
+               optimizer=OptimizerConfig(), schedule=ScheduleConfig(),
+               trainer=TrainerConfig(), probe=ProbeConfig())
+
+
+def run_settings(configs, info, steps_per_epoch, total_steps):
+  """config.json: what defines the run, by component, with plain keys."""
+  asdict = dataclasses.asdict
+  return {
+      'model': model_settings(),
+      'optimizer': asdict(configs.optimizer),
+      'lr_schedule': asdict(configs.schedule),
+      'data': {**asdict(configs.data),
+               'fingerprint': info.get('fingerprint'),
+               'num_train': info['splits']['train']['num_examples']},
+      'train_input': asdict(configs.train_input),
+      'eval_input': asdict(configs.eval_input),
+      'runtime': asdict(configs.runtime),
+      'length': {'total_steps': total_steps,
+                 'steps_per_epoch': steps_per_epoch},
+  }

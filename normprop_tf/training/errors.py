@@ -8,6 +8,24 @@ traceback.
 """
 
 
+import re
+
+
+def user_message(error):
+  """An error's text for the console: gin's call context -> the gin name.
+
+  gin appends "In call to configurable 'optimizer' (<class ...>)" to errors
+  raised inside a configurable; for a bad setting the message then ends
+  with "(gin: optimizer)" instead.
+  """
+  text = str(error)
+  match = re.search(r"\n\s*In call to configurable '([\w./]+)'", text)
+  text = re.sub(r"\n\s*In call to configurable .*", '', text).strip()
+  if match and isinstance(error, ValueError):
+    text += f' (gin: {match.group(1)})'
+  return text
+
+
 class TrainingError(Exception):
   """A failure with a message that says what happened and how to fix it."""
 

@@ -28,25 +28,7 @@ from normprop_tf.training import trainer as trainer_lib
 from normprop_tf.utils import checks
 
 
-@dataclasses.dataclass
-class Configs:
-  """Every component's settings, resolved from gin (or given)."""
-  runtime: cfg.RuntimeConfig
-  data: cfg.DataConfig
-  train_input: cfg.InputConfig
-  eval_input: cfg.InputConfig
-  optimizer: cfg.OptimizerConfig
-  schedule: cfg.ScheduleConfig
-  trainer: cfg.TrainerConfig
-  probe: cfg.ProbeConfig
-
-  @classmethod
-  def from_gin(cls):
-    return cls(runtime=cfg.RuntimeConfig(), data=cfg.DataConfig(),
-               train_input=cfg.scoped(cfg.InputConfig, 'train'),
-               eval_input=cfg.scoped(cfg.InputConfig, 'eval'),
-               optimizer=cfg.OptimizerConfig(), schedule=cfg.ScheduleConfig(),
-               trainer=cfg.TrainerConfig(), probe=cfg.ProbeConfig())
+Configs = cfg.Configs
 
 
 @dataclasses.dataclass
@@ -79,11 +61,11 @@ class Experiment:
 def _prepare_data(configs, chief):
   data = configs.data
   return preparation.ensure_prepared(
-      data.name, data.data_dir, source=data.source,
+      data.name, data.data_dir, source=data.source, is_chief=chief,
       subset_per_class=data.subset_per_class,
       validation_size=data.validation_size,
       compute_zca=configs.train_input.preprocessing == 'zca', seed=0,
-      is_chief=chief, zca_epsilon=data.zca_epsilon)
+      zca_epsilon=data.zca_epsilon, jpeg_idct=data.jpeg_idct)
 
 
 def _lengths(configs, info):
@@ -113,24 +95,6 @@ def _build_state(model_dir, strategy, configs, info, total_steps):
         model_dir, model, optimizer, is_chief=strategies.is_chief(strategy),
         worker_id=worker_id, max_to_keep=configs.trainer.keep_checkpoints)
   return model, optimizer, checkpointer
-
-
-def settings(configs, info, steps_per_epoch, total_steps):
-  """config.json: what defines the run, by component, with plain keys."""
-  asdict = dataclasses.asdict
-  return {
-      'model': builders.model_settings(),
-      'optimizer': asdict(configs.optimizer),
-      'lr_schedule': asdict(configs.schedule),
-      'data': {**asdict(configs.data),
-               'fingerprint': info.get('fingerprint'),
-               'num_train': info['splits']['train']['num_examples']},
-      'train_input': asdict(configs.train_input),
-      'eval_input': asdict(configs.eval_input),
-      'runtime': asdict(configs.runtime),
-      'length': {'total_steps': total_steps,
-                 'steps_per_epoch': steps_per_epoch},
-  }
 
 
 def build(model_dir, strategy, name=None, configs=None):
@@ -181,7 +145,7 @@ def build(model_dir, strategy, name=None, configs=None):
       train_seconds=train_seconds, steps_per_epoch=steps_per_epoch,
       total_steps=total_steps, train_data=train_data, eval_data=eval_data,
       test_data=test_data, eval_split=eval_split, hidden_stats=hidden,
-      settings=settings(configs, info, steps_per_epoch, total_steps))
+      settings=cfg.run_settings(configs, info, steps_per_epoch, total_steps))
 
 
 def run(model_dir, strategy, name=None, configs=None):

@@ -4,15 +4,16 @@
   a typo in a file or a `--gin_bindings` flag stops the run and is named.
 - The flat `run.*` names of release 0.1 are rejected with a message that
   names the new binding (`RENAMED`).
-- `tf.io.gfile` is registered as a file reader, so `gs://` configs work.
+- For a `gs://` config, `tf.io.gfile` is registered as a file reader.
   (`import gin.tf` would do this, but crashes on TF >= 2.16;
-  docs/stack.md.)
+  docs/stack.md.) Local configs need no TensorFlow, so the Keras-only
+  runner (`normprop_tf.fit`) parses the same files.
 - `include` statements are resolved against the directory of each config
   file and against this repository's `gin/` directory, so experiment files
   can `include 'base/train.gin'` from any working directory.
 
-The configurables are registered when `normprop_tf.training.config` and
-`normprop_tf.training.builders` are imported; `parse` imports them.
+The configurables are registered when `normprop_tf.training.config` is
+imported, which this module does.
 """
 
 import contextlib
@@ -21,11 +22,10 @@ import os
 import re
 
 import gin
-import tensorflow as tf
 
-from normprop_tf.training import builders  # pylint: disable=unused-import
 from normprop_tf.training import config  # pylint: disable=unused-import
 from normprop_tf.training import errors
+from normprop_tf.utils import fileio
 
 # The repository's gin/ directory (next to the installed package).
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -102,7 +102,12 @@ def _renamed_hint(text):
 
 
 def _is_file(path):
-  return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+  return fileio.exists(path) and not fileio.isdir(path)
+
+
+def _register_remote_reader():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  gin.config.register_file_reader(tf.io.gfile.GFile, _is_file)
 
 
 def parse(gin_files=(), bindings=(), finalize=False):
@@ -113,7 +118,8 @@ def parse(gin_files=(), bindings=(), finalize=False):
       configurable or parameter, or the syntax is wrong. The message names
       the file, line and binding.
   """
-  gin.config.register_file_reader(tf.io.gfile.GFile, _is_file)
+  if any(fileio.is_remote(path) for path in gin_files):
+    _register_remote_reader()
   for path in gin_files:
     _add_search_path(os.path.dirname(path))
   _add_search_path(GIN_DIR)
@@ -122,7 +128,7 @@ def parse(gin_files=(), bindings=(), finalize=False):
     with _quiet_resource_reader():
       for path in gin_files:
         source = f'gin file {path}'
-        if tf.io.gfile.isdir(path):
+        if fileio.isdir(path):
           raise IOError(f'{path} is a directory, not a gin file')
         gin.parse_config_file(path, skip_unknown=False)
       source = '--gin_bindings'

@@ -20,17 +20,18 @@ checkpoint are dropped (`truncate_after`), so that a killed and resumed run
 leaves the same records as an uninterrupted one.
 
 Only the chief writes; other workers get a `Recorder(enabled=False)`.
+This module imports no TensorFlow: the TensorBoard side is an `events`
+object (`normprop_tf.training.summaries.EventWriters`) given to the
+`Recorder`, and the Keras-only runner (`normprop_tf.fit`) records without
+one.
 """
 
 import json
 import os
 import time
 
-import tensorflow as tf
-
 from normprop_tf.training import errors
 from normprop_tf.utils import fileio
-from normprop_tf.utils import hardware
 
 METRICS_FILE = 'metrics.jsonl'
 SUMMARY_FILE = 'summary.json'
@@ -50,11 +51,10 @@ def prepare_model_dir(model_dir):
         'records (e.g. --model_dir=runs/nin_cifar10).')
   probe = os.path.join(model_dir, f'.write_test_{os.getpid()}')
   try:
-    tf.io.gfile.makedirs(model_dir)
-    with tf.io.gfile.GFile(probe, 'w') as f:
-      f.write('ok')
-    tf.io.gfile.remove(probe)
-  except (tf.errors.OpError, OSError) as e:
+    fileio.makedirs(model_dir)
+    fileio.atomic_write(probe, 'ok')
+    fileio.remove(probe)
+  except fileio.errors() as e:
     message = getattr(e, 'message', None) or str(e)
     raise errors.ModelDirError(
         f'Cannot write to model_dir {model_dir!r}: {message.strip()}. Choose '
@@ -69,71 +69,44 @@ def write_json(path, obj):
 
 def read_jsonl(path):
   """All records of a metrics.jsonl file (empty if absent)."""
-  if not tf.io.gfile.exists(path):
+  if not fileio.exists(path):
     return []
-  with tf.io.gfile.GFile(path, 'r') as f:
+  with fileio.open_file(path, 'r') as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def hardware_info(strategy=None):
-  """Host, CPU, accelerators and library versions, for summary.json."""
-  devices = {}
-  for device in tf.config.list_logical_devices():
-    devices[device.device_type] = devices.get(device.device_type, 0) + 1
-  info = hardware.machine_info(devices, tensorflow=tf.__version__)
-  if strategy is not None:
-    info['replicas'] = strategy.num_replicas_in_sync
-  return info
-
-
-class _NullWriter:
-  """Stands in for a summary writer on non-chief workers."""
-
-  def as_default(self, step=None):  # pylint: disable=unused-argument
-    return tf.summary.create_noop_writer().as_default()
-
-  def flush(self):
-    pass
-
-  def close(self):
-    pass
-
-
 class Recorder:
-  """Writes scalars to TensorBoard and metrics.jsonl, and the summary.
+  """Writes scalars to metrics.jsonl (and TensorBoard), and the summary.
 
   Args:
     model_dir: the run directory.
     seed: the run's seed, copied into every record.
     config: the config name (e.g. 'nin_cifar10'), copied into every record.
     enabled: False on non-chief workers: nothing is written.
+    events: where scalars also go for TensorBoard, an object with
+      `scalars(split, step, values)`, `writer(split)`, `flush()` and
+      `close()` (`summaries.EventWriters`); None: records only.
   """
 
-  def __init__(self, model_dir, seed, config, enabled=True):
+  def __init__(self, model_dir, seed, config, enabled=True, events=None):
     self.model_dir = model_dir
     self.seed = seed
     self.config = config
     self.enabled = enabled
-    self._writers = {}
+    self.events = events
     self._pending = []
     self.metrics_path = os.path.join(model_dir, METRICS_FILE)
 
   def writer(self, split):
-    """The summary writer of `split`; '' is the run's root directory."""
-    if split not in self._writers:
-      self._writers[split] = (
-          tf.summary.create_file_writer(os.path.join(self.model_dir, split))
-          if self.enabled else _NullWriter())
-    return self._writers[split]
+    """The TensorBoard writer of `split`; '' is the run's root directory."""
+    return self.events.writer(split)
 
   def scalars(self, split, step, epoch, values, tensorboard=True):
     """Records {metric: value} of `split` at `step` (and `epoch`)."""
     if not self.enabled:
       return
-    if tensorboard:
-      with self.writer(split).as_default(step=step):
-        for name, value in values.items():
-          tf.summary.scalar(name, value)
+    if tensorboard and self.events is not None:
+      self.events.scalars(split, step, values)
     for name, value in values.items():
       self._pending.append({
           'step': int(step), 'epoch': round(float(epoch), 4), 'split': split,
@@ -154,8 +127,8 @@ class Recorder:
         with open(self.metrics_path, 'a', encoding='utf-8') as f:
           f.write(lines)
       self._pending = []
-    for writer in self._writers.values():
-      writer.flush()
+    if self.events is not None:
+      self.events.flush()
 
   def truncate_after(self, step):
     """Drops records with step > `step` (left by a run killed after it)."""
@@ -189,5 +162,5 @@ class Recorder:
 
   def close(self):
     self.flush()
-    for writer in self._writers.values():
-      writer.close()
+    if self.events is not None:
+      self.events.close()

@@ -36,6 +36,7 @@ from normprop_tf.training import progress as progress_lib
 from normprop_tf.training import records
 from normprop_tf.training import steps as steps_lib
 from normprop_tf.training import strategies
+from normprop_tf.training import summaries
 
 
 def _to_boundary(step, every):
@@ -69,8 +70,9 @@ class Trainer:
                                                 e.optimizer, self.batch)
     self.eval_step = steps_lib.make_eval_step(e.strategy, e.model)
     self.all_finite = steps_lib.make_finite_check(e.model)
-    self.recorder = records.Recorder(e.model_dir, e.configs.runtime.seed,
-                                     e.name, enabled=e.is_chief)
+    self.recorder = records.Recorder(
+        e.model_dir, e.configs.runtime.seed, e.name, enabled=e.is_chief,
+        events=summaries.EventWriters(e.model_dir, enabled=e.is_chief))
     self.progress = progress_lib.Progress(e.name, e.total_steps,
                                           e.steps_per_epoch)
     self.step = e.start_step
@@ -253,7 +255,7 @@ class Trainer:
         'precision_policy': e.configs.runtime.precision_policy,
         'data_dir': e.configs.data.data_dir,
         'dataset_fingerprint': e.info.get('fingerprint'),
-        'hardware': records.hardware_info(e.strategy),
+        'hardware': summaries.hardware_info(e.strategy),
     }
 
   def _non_finite(self, what, step):

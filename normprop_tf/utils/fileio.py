@@ -13,8 +13,15 @@ copying, which is still all-or-nothing for a reader.
 
 import json
 import os
+import sys
 import tempfile
 import uuid
+
+
+def errors():
+  """The exceptions a file operation here can raise (for `except`)."""
+  tf = sys.modules.get('tensorflow')
+  return (OSError,) + ((tf.errors.OpError,) if tf is not None else ())
 
 
 def is_remote(path):
@@ -90,3 +97,40 @@ def makedirs(path):
     _gfile().makedirs(path)
   else:
     os.makedirs(path, exist_ok=True)
+
+
+def open_file(path, mode='r'):
+  """`open` for local paths, `tf.io.gfile.GFile` for remote ones."""
+  if is_remote(path):
+    return _gfile().GFile(path, mode)
+  return open(path, mode, **({} if 'b' in mode else {'encoding': 'utf-8'}))
+
+
+def size(path):
+  """Size of a file in bytes."""
+  return (_gfile().stat(path).length if is_remote(path) else
+          os.path.getsize(path))
+
+
+def isdir(path):
+  return _gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
+
+
+def remove(path):
+  if is_remote(path):
+    _gfile().remove(path)
+  else:
+    os.remove(path)
+
+
+def listdir(path):
+  return (_gfile().listdir(path) if is_remote(path) else
+          sorted(os.listdir(path)))
+
+
+def glob(pattern):
+  """Paths matching a shell pattern (sorted)."""
+  if is_remote(pattern):
+    return sorted(_gfile().glob(pattern))
+  import glob as glob_lib  # pylint: disable=g-import-not-at-top
+  return sorted(glob_lib.glob(pattern))

@@ -20,9 +20,8 @@ from normprop_tf.data import manifest
 from normprop_tf.data.preparation import preparer as prepare_lib
 
 
-def ensure_prepared(dataset, data_dir, source=None, subset_per_class=None,
-                    validation_size=5000, compute_zca=True, seed=0,
-                    is_chief=True, wait_seconds=3600, zca_epsilon=0.1):
+def ensure_prepared(dataset, data_dir, source=None, is_chief=True,
+                    wait_seconds=3600, **options):
   """Returns the manifest of `data_dir`, preparing it first when needed.
 
   Args:
@@ -30,15 +29,10 @@ def ensure_prepared(dataset, data_dir, source=None, subset_per_class=None,
     data_dir: the prepared directory (local or gs://).
     source: None (never prepare), 'tfds', a folder of class subfolders, a
       .tar.gz of one, or an original CIFAR python archive.
-    subset_per_class: None (whole source), an int (the first N images of
-      every class of every split), or a dict {split: N}.
-    validation_size: CIFAR validation holdout.
-    compute_zca: also compute the ZCA statistics (a 3072x3072
-      eigendecomposition, several seconds).
-    seed: seeds the validation holdout and the record order.
     is_chief: only the chief prepares; other workers wait for stats.json.
     wait_seconds: how long a non-chief waits.
-    zca_epsilon: added to the eigenvalues by ZCA (`preparer.prepare`).
+    **options: `options.PrepareOptions` fields (subset_per_class,
+      validation_size, compute_zca, zca_epsilon, jpeg_idct, seed, ...).
 
   Raises:
     DataError: not prepared and no source (the message gives the prepare
@@ -58,11 +52,7 @@ def ensure_prepared(dataset, data_dir, source=None, subset_per_class=None,
   logging.info('No prepared %s in %s; preparing it from %s (the same as: %s)',
                dataset, data_dir, source, command)
   try:
-    prepare_lib.prepare(dataset, data_dir, source=source,
-                        validation_size=validation_size, seed=seed,
-                        compute_zca=compute_zca,
-                        subset_per_class=subset_per_class,
-                        zca_epsilon=zca_epsilon)
+    prepare_lib.prepare(dataset, data_dir, source=source, **options)
   except data_errors.DataError as e:
     raise data_errors.DataError(
         f'Preparing {dataset} in {data_dir} from {source!r} failed: {e}\n'

@@ -16,7 +16,9 @@ import os
 import tarfile
 
 from absl import logging
+import numpy as np
 
+from normprop_tf.data import spec
 from normprop_tf.data.errors import DataError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
@@ -102,6 +104,60 @@ def first_per_class(grouped, limits):
           for split, classes in grouped.items()}
 
 
+def _check_classes(classes, dataset_spec, dataset, source):
+  num_classes = dataset_spec['num_classes']
+  if len(classes) > num_classes:
+    raise DataError(
+        f'--source={source} has {len(classes)} class folders in train/, so '
+        f'folder {classes[num_classes]!r} would get label {num_classes}, out '
+        f'of range for {dataset} ({num_classes} classes). Remove the extra '
+        'folders or pick the matching --dataset.')
+  if len(classes) < num_classes:
+    raise DataError(
+        f'--source={source} has {len(classes)} class folders in train/ '
+        f'({", ".join(classes)}); {dataset} needs {num_classes}. Add the '
+        'missing classes (an empty or partial source shifts the labels).')
+  return classes
+
+
+def labelled_names(dataset, files, source, use_extra=True, limits=None):
+  """({split: (names, int64 labels)}, class names) of a class-folder tree.
+
+  Class ids are the indices of the sorted class-folder names of train/;
+  within a class, names are sorted. `limits` ({split: N}) keeps the first N
+  names of every class.
+  """
+  splits = ['train', 'test'] + (['extra'] if dataset == 'svhn' and use_extra
+                                else [])
+  grouped = layout(files, source, splits)
+  classes = _check_classes(sorted(grouped['train']), spec.DATASETS[dataset],
+                           dataset, source)
+  if limits:
+    grouped = first_per_class(grouped, limits)
+  out = {}
+  for split in splits:
+    unknown = sorted(set(grouped[split]) - set(classes))
+    if unknown:
+      raise DataError(
+          f'--source={source}: class folder(s) {", ".join(unknown)} of '
+          f'{split}/ do not exist in train/. Rename them to match train/.')
+    names, labels = [], []
+    for label, cls in enumerate(classes):
+      members = sorted(grouped[split].get(cls, []))
+      names += members
+      labels += [label] * len(members)
+    out[split] = (names, np.asarray(labels, np.int64))
+  return out, classes
+
+
+def read(locator):
+  """The bytes behind a `list_files`/`read_archive` value (bytes or a path)."""
+  if isinstance(locator, bytes):
+    return locator
+  with open(locator, 'rb') as f:
+    return f.read()
+
+
 def tar_error(path, error):
   return DataError(
       f'--source={path} is not a readable tar archive ({error}). Give a '
@@ -119,3 +175,26 @@ def open_tar(path):
 
 def member_name(member):
   return member.name[2:] if member.name.startswith('./') else member.name
+
+
+def read_archive(path, keep=is_image):
+  """{member path: bytes} of the members of a tar for which `keep` is true.
+
+  The archive is streamed; other members are skipped without being read.
+  """
+  members, skipped = {}, 0
+  try:
+    with open_tar(path) as tar:
+      for member in tar:
+        if not member.isfile():
+          continue
+        name = member_name(member)
+        if not keep(name):
+          skipped += 1
+          continue
+        members[name] = tar.extractfile(member).read()
+  except (EOFError, OSError, tarfile.TarError) as e:
+    raise tar_error(path, e) from None
+  if skipped:
+    logging.info('skipped %d members of %s', skipped, path)
+  return members

@@ -26,47 +26,13 @@ from normprop_tf.data import errors
 from normprop_tf.data import manifest
 from normprop_tf.data import schema
 from normprop_tf.data import stats as stats_lib
+from normprop_tf.data.preparation import options as options_lib
 from normprop_tf.data.preparation import sources
 from normprop_tf.data.preparation import splits as splits_lib
 from normprop_tf.data.preparation import writer
-from normprop_tf.utils import checks
 from normprop_tf.utils import fileio
 
 DataError = errors.DataError
-
-
-def arguments_record(dataset, source, num_shards, validation_size, seed,
-                     svhn_use_extra, tfds_data_dir, compute_zca,
-                     subset_per_class=None, zca_epsilon=stats_lib.ZCA_EPSILON):
-  """What identifies a preparation; equal records mean nothing to redo."""
-  record = {
-      'format_version': schema.FORMAT_VERSION,
-      'dataset': dataset,
-      'source': source,
-      'source_fingerprint': sources.source_fingerprint(source, dataset,
-                                                       tfds_data_dir),
-      'num_shards': int(num_shards),
-      'seed': int(seed),
-      'compute_zca': bool(compute_zca),
-  }
-  if subset_per_class is not None:
-    record['subset_per_class'] = sources.subset_limits(subset_per_class)
-  if compute_zca and zca_epsilon != stats_lib.ZCA_EPSILON:
-    # Only when it differs: preparations made before the option existed
-    # used the default and stay reusable.
-    record['zca_epsilon'] = float(zca_epsilon)
-  if dataset == 'svhn':
-    record['svhn_use_extra'] = bool(svhn_use_extra)
-  else:
-    record['validation_size'] = int(validation_size)
-  return record
-
-
-def differences(old, new):
-  """'key: old -> new' for every argument that differs (not the path)."""
-  return ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}'
-                   for k in sorted(old.keys() | new.keys())
-                   if k != 'source' and old.get(k) != new.get(k))
 
 
 def _existing(data_dir):
@@ -112,7 +78,7 @@ def _reusable(data_dir, args, overwrite):
   if existing is None:
     return None
   old = existing.get('prepare_args', {})
-  if not differences(old, args):
+  if not options_lib.differences(old, args):
     try:
       for split in existing['splits']:
         manifest.verify_split(data_dir, existing, split, 'full')
@@ -124,7 +90,8 @@ def _reusable(data_dir, args, overwrite):
   if not overwrite:
     raise DataError(
         f'{data_dir} already holds a complete {existing.get("dataset")} '
-        f'preparation made with other arguments ({differences(old, args)}). '
+        f'preparation made with other arguments '
+        f'({options_lib.differences(old, args)}). '
         'Pass --overwrite to replace it, or choose another --data_dir.')
   return None
 
@@ -170,18 +137,7 @@ def _write_statistics(data_dir, train_images, compute_zca, zca_epsilon,
   return params
 
 
-def _split_parts(dataset, raw, validation_size, seed, spec):
-  if dataset == 'svhn':
-    return splits_lib.svhn_splits({k: v[1] for k, v in raw.splits.items()},
-                                  seed, spec['num_classes'])
-  return splits_lib.cifar_splits(len(raw.splits['train'][1]),
-                                 int(validation_size), seed)
-
-
-def prepare(dataset, data_dir, source='tfds', num_shards=0,
-            validation_size=5000, seed=0, svhn_use_extra=True,
-            tfds_data_dir=None, compute_zca=True, overwrite=False,
-            subset_per_class=None, zca_epsilon=stats_lib.ZCA_EPSILON):
+def prepare(dataset, data_dir, source='tfds', overwrite=False, **options):
   """Prepares `dataset` in `data_dir` (see the module docstring).
 
   Args:
@@ -189,20 +145,10 @@ def prepare(dataset, data_dir, source='tfds', num_shards=0,
     data_dir: output directory (created if missing).
     source: 'tfds', a folder of class subfolders, a .tar.gz of one, or the
       original cifar-10-python.tar.gz / cifar-100-python.tar.gz.
-    num_shards: shards of the train split; 0 picks about 10 MB per shard.
-      Other splits get shards in proportion (at least 1).
-    validation_size: CIFAR: examples held out of train (0: none).
-    seed: seeds the validation holdout and the order of examples.
-    svhn_use_extra: SVHN: add the extra split (531,131 images) to train and
-      draw 200 validation images per class from it.
-    tfds_data_dir: TFDS data dir (default: TFDS's own default).
-    compute_zca: also compute the GCN + ZCA statistics (a 3072x3072
-      eigendecomposition).
     overwrite: replace a complete preparation made with other arguments.
-    subset_per_class: None (everything), an int N or {split: N}: keep only
-      the first N images of every class (by file name), e.g. for smoke runs.
-    zca_epsilon: added to the eigenvalues by ZCA (pylearn2's 0.1; 1e-5 is
-      close to exact whitening).
+    **options: the fields of `options.PrepareOptions`: num_shards,
+      validation_size, seed, svhn_use_extra, tfds_data_dir, compute_zca,
+      zca_epsilon, subset_per_class, jpeg_idct.
 
   Returns:
     A summary dict: data_dir, dataset, skipped (True when the existing
@@ -215,14 +161,10 @@ def prepare(dataset, data_dir, source='tfds', num_shards=0,
   start = time.monotonic()
   dataset = errors.check_dataset_name(dataset)
   spec = errors.DATASETS[dataset]
+  opts = options_lib.make(**options)
   if source != 'tfds':
     source = os.path.abspath(os.path.expanduser(str(source)))
-  if isinstance(num_shards, bool) or int(num_shards) < 0:
-    raise DataError(f'--num_shards={num_shards} must be >= 0 (0: automatic).')
-  args = arguments_record(dataset, source, num_shards, validation_size, seed,
-                          svhn_use_extra, tfds_data_dir, compute_zca,
-                          subset_per_class, checks.positive_number(
-                              'zca_epsilon', zca_epsilon))
+  args = options_lib.arguments_record(dataset, source, opts)
   tf.io.gfile.makedirs(data_dir)
   existing = _reusable(data_dir, args, overwrite)
   if existing is not None:
@@ -232,17 +174,17 @@ def prepare(dataset, data_dir, source='tfds', num_shards=0,
   _clear(data_dir)
 
   logging.info('Loading %s from %s', dataset, source)
-  raw = sources.load_source(dataset, source, tfds_data_dir, svhn_use_extra,
-                            subset_per_class)
-  parts = _split_parts(dataset, raw, validation_size, seed, spec)
+  raw = sources.load_source(dataset, source, opts)
+  parts = splits_lib.split_parts(dataset, raw.splits, opts.validation_size,
+                                 opts.seed)
   split_info, train_images = _write_splits(data_dir, raw, parts, spec,
-                                           num_shards, seed)
+                                           opts.num_shards, opts.seed)
   class_names = list(raw.class_names)
   del raw
   fingerprint = manifest.fingerprint(
       {s: v['shards'] for s, v in split_info.items()})
-  params = _write_statistics(data_dir, train_images, compute_zca, zca_epsilon,
-                             fingerprint)
+  params = _write_statistics(data_dir, train_images, opts.compute_zca,
+                             opts.zca_epsilon, fingerprint)
   info = {
       'format_version': schema.FORMAT_VERSION,
       'dataset': dataset,

@@ -20,7 +20,6 @@ folder and archive sources decode only those.
 """
 
 import dataclasses
-import hashlib
 import os
 
 from absl import logging
@@ -31,6 +30,7 @@ from normprop_tf.data.errors import DATASETS
 from normprop_tf.data.errors import DataError
 from normprop_tf.data.preparation import cifar_pickle
 from normprop_tf.data.preparation import class_folders
+from normprop_tf.data.preparation import options as options_lib
 from normprop_tf.data.preparation import tfds_source
 from normprop_tf.data.preparation.progress import Progress
 
@@ -43,60 +43,30 @@ class RawData:
   kind: str
 
 
-def source_fingerprint(source, dataset, tfds_data_dir=None):
-  """A cheap string that changes when the source's content changes."""
-  if source == 'tfds':
-    return (f'tfds:{tfds_source.TFDS_NAMES[dataset]}:'
-            f'{tfds_data_dir or "default"}')
-  if os.path.isdir(source):
-    digest = hashlib.sha256()
-    for root, dirs, files in os.walk(source):
-      dirs.sort()
-      for name in sorted(files):
-        path = os.path.join(root, name)
-        st = os.stat(path)
-        digest.update(f'{os.path.relpath(path, source)}\0{st.st_size}\0'
-                      f'{st.st_mtime_ns}\n'.encode())
-    return 'folder:' + digest.hexdigest()
-  if os.path.isfile(source):
-    digest = hashlib.sha256()
-    with open(source, 'rb') as f:
-      for chunk in iter(lambda: f.read(1 << 22), b''):
-        digest.update(chunk)
-    return 'file:' + digest.hexdigest()
-  raise DataError(
-      f'--source={source} does not exist. Give a folder of class subfolders, '
-      'a .tar.gz of one, cifar-10-python.tar.gz / cifar-100-python.tar.gz, '
-      'or "tfds".')
+source_fingerprint = options_lib.source_fingerprint
+subset_limits = options_lib.subset_limits
 
 
-def subset_limits(subset_per_class):
-  """{split: N} from None, an int (every split) or a {split: N} dict."""
-  if subset_per_class is None:
-    return None
-  if isinstance(subset_per_class, int) and not isinstance(
-      subset_per_class, bool):
-    return {split: int(subset_per_class) for split in class_folders.SPLITS}
-  if isinstance(subset_per_class, dict) and all(
-      isinstance(v, int) and not isinstance(v, bool) and v > 0
-      for v in subset_per_class.values()):
-    return {str(k): int(v) for k, v in subset_per_class.items()}
-  raise DataError(
-      'subset_per_class must be None, a positive int or {split: int}. '
-      f'Received: subset_per_class={subset_per_class!r}')
+def load_source(dataset, source, options=None):
+  """Loads every split of `dataset` from `source` (see the module docstring).
 
-
-def load_source(dataset, source, tfds_data_dir=None, use_extra=True,
-                subset_per_class=None):
-  """Loads every split of `dataset` from `source` (see the module docstring)."""
+  Args:
+    dataset: 'cifar10', 'cifar100' or 'svhn'.
+    source: 'tfds', a folder, a tar archive (class folders or CIFAR batches).
+    options: a `PrepareOptions` (svhn_use_extra, tfds_data_dir,
+      subset_per_class and jpeg_idct are used here).
+  """
+  options = options or options_lib.PrepareOptions()
   spec = DATASETS[dataset]
-  limits = subset_limits(subset_per_class)
+  limits = subset_limits(options.subset_per_class)
+  use_extra, idct = options.svhn_use_extra, options.jpeg_idct
   if source == 'tfds':
-    splits, names = tfds_source.load_tfds(dataset, tfds_data_dir, use_extra)
+    splits, names = tfds_source.load_tfds(dataset, options.tfds_data_dir,
+                                          use_extra)
     raw = RawData(_first_per_class(splits, limits), names, 'tfds')
   elif os.path.isdir(source):
     raw = _load_class_folders(dataset, class_folders.folder_files(source),
-                              source, use_extra, limits)
+                              source, use_extra, limits, idct)
   elif os.path.isfile(source):
     members = read_archive(source)
     roots = {name.split('/')[0] for name in members}
@@ -106,7 +76,8 @@ def load_source(dataset, source, tfds_data_dir=None, use_extra=True,
       splits, names = cifar_pickle.load(dataset, members, pickle_root, source)
       raw = RawData(_first_per_class(splits, limits), names, 'cifar_pickle')
     else:
-      raw = _load_class_folders(dataset, members, source, use_extra, limits)
+      raw = _load_class_folders(dataset, members, source, use_extra, limits,
+                                idct)
   else:
     source_fingerprint(source, dataset)  # raises the "does not exist" error
   for split, (images, labels) in raw.splits.items():
@@ -147,93 +118,48 @@ def check_arrays(images, labels, spec, where):
 
 
 def read_archive(path):
-  """{member path: bytes} of the image and CIFAR-batch members of a tar.
-
-  The archive is streamed; other members are skipped without being read.
-  """
-  members, skipped = {}, 0
-  progress = Progress(f'read {os.path.basename(path)}', 0, unit='files')
-  try:
-    with class_folders.open_tar(path) as tar:
-      for member in tar:
-        if not member.isfile():
-          continue
-        name = class_folders.member_name(member)
-        if not (class_folders.is_image(name) or name.split('/')[0] in
-                cifar_pickle.PICKLE_ROOTS):
-          skipped += 1
-          continue
-        members[name] = tar.extractfile(member).read()
-        progress.update()
-  except (EOFError, OSError, class_folders.tarfile.TarError) as e:
-    raise class_folders.tar_error(path, e) from None
-  progress.done()
-  if skipped:
-    logging.info('skipped %d non-image members of %s', skipped, path)
-  return members
+  """{member path: bytes} of the image and CIFAR-batch members of a tar."""
+  return class_folders.read_archive(path, keep=lambda name: (
+      class_folders.is_image(name) or
+      name.split('/')[0] in cifar_pickle.PICKLE_ROOTS))
 
 
-def _load_class_folders(dataset, files, source, use_extra, limits=None):
+def _load_class_folders(dataset, files, source, use_extra, limits=None,
+                        jpeg_idct='accurate'):
   """Decodes a class-folder tree given as {member: bytes or file path}."""
   spec = DATASETS[dataset]
-  splits = ['train', 'test'] + (['extra'] if dataset == 'svhn' and use_extra
-                                else [])
-  grouped = class_folders.layout(files, source, splits)
-  classes = _check_classes(sorted(grouped['train']), spec, dataset, source)
-  if limits:
-    grouped = class_folders.first_per_class(grouped, limits)
+  labelled, classes = class_folders.labelled_names(dataset, files, source,
+                                                   use_extra, limits)
   out = {}
-  for split in splits:
-    unknown = sorted(set(grouped[split]) - set(classes))
-    if unknown:
-      raise DataError(
-          f'--source={source}: class folder(s) {", ".join(unknown)} of '
-          f'{split}/ do not exist in train/. Rename them to match train/.')
-    names, labels = [], []
-    for label, cls in enumerate(classes):
-      members = sorted(grouped[split].get(cls, []))
-      names += members
-      labels += [label] * len(members)
+  for split, (names, labels) in labelled.items():
     images = decode_images(names, files, spec['image_shape'], source,
-                           f'decode {split}')
-    out[split] = (images, np.asarray(labels, np.int64))
+                           f'decode {split}', jpeg_idct)
+    out[split] = (images, labels)
   return RawData(out, classes, 'folder' if os.path.isdir(source) else 'tar')
 
 
-def _check_classes(classes, spec, dataset, source):
-  if len(classes) > spec['num_classes']:
-    raise DataError(
-        f'--source={source} has {len(classes)} class folders in train/, so '
-        f'folder {classes[spec["num_classes"]]!r} would get label '
-        f'{spec["num_classes"]}, out of range for {dataset} '
-        f'({spec["num_classes"]} classes). Remove the extra folders or pick '
-        'the matching --dataset.')
-  if len(classes) < spec['num_classes']:
-    raise DataError(
-        f'--source={source} has {len(classes)} class folders in train/ '
-        f'({", ".join(classes)}); {dataset} needs {spec["num_classes"]}. Add '
-        'the missing classes (an empty or partial source shifts the labels).')
-  return classes
+def decode_image(data, jpeg_idct='accurate'):
+  """tf.io.decode_image, with JPEGs decoded by the exact IDCT by default.
+
+  TensorFlow's own default for JPEGs is "system-specific" (a fast IDCT on
+  x86 builds), up to 5 levels off the exact one that Pillow and libjpeg use
+  by default; 'accurate' matches them bit for bit.
+  """
+  if jpeg_idct == 'tf_default':
+    return tf.io.decode_image(data, expand_animations=False)
+  return tf.cond(
+      tf.io.is_jpeg(data),
+      lambda: tf.io.decode_jpeg(data, dct_method='INTEGER_ACCURATE'),
+      lambda: tf.io.decode_image(data, expand_animations=False))
 
 
-def _read_all(names, files):
-  contents = []
-  for name in names:
-    if isinstance(files[name], bytes):
-      contents.append(files[name])
-    else:
-      with open(files[name], 'rb') as f:
-        contents.append(f.read())
-  return contents
-
-
-def decode_images(names, files, shape, source, label):
+def decode_images(names, files, shape, source, label, jpeg_idct='accurate'):
   """Decodes `files[name]` (bytes or a path) for every name, in parallel."""
-  contents = _read_all(names, files)
+  contents = [class_folders.read(files[name]) for name in names]
   shape = tuple(shape)
 
   def decode(data):
-    image = tf.io.decode_image(data, expand_animations=False)
+    image = decode_image(data, jpeg_idct)
     actual = tf.shape(image)
     ok = tf.reduce_all(tf.equal(actual, shape))
     image = tf.cond(ok, lambda: tf.reshape(image, shape),

@@ -16,6 +16,7 @@ import zlib
 
 import numpy as np
 
+from normprop_tf.data import spec
 from normprop_tf.data.errors import DataError
 
 SVHN_VALIDATION_PER_CLASS = {'train': 400, 'extra': 200}
@@ -86,3 +87,18 @@ def assemble(arrays, parts, seed, split):
   rng = np.random.default_rng([seed, 3, zlib.crc32(split.encode())])
   perm = rng.permutation(len(labels))
   return images[perm], labels[perm]
+
+
+def split_parts(dataset, raw_splits, validation_size, seed):
+  """{split: [(source split, indices), ...]} of a dataset's protocol.
+
+  Args:
+    dataset: 'cifar10', 'cifar100' or 'svhn'.
+    raw_splits: {source split: (images, labels)} as loaded from the source.
+    validation_size: CIFAR validation holdout.
+    seed: the selection seed.
+  """
+  if dataset == 'svhn':
+    return svhn_splits({k: v[1] for k, v in raw_splits.items()}, seed,
+                       spec.DATASETS[dataset]['num_classes'])
+  return cifar_splits(len(raw_splits['train'][1]), int(validation_size), seed)

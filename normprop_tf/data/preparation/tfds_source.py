@@ -13,10 +13,10 @@ from absl import logging
 import numpy as np
 
 from normprop_tf.data.errors import DataError
+from normprop_tf.data.preparation import options
 from normprop_tf.data.preparation.progress import Progress
 
-TFDS_NAMES = {'cifar10': 'cifar10', 'cifar100': 'cifar100',
-              'svhn': 'svhn_cropped'}
+TFDS_NAMES = options.TFDS_NAMES
 # (host, port) that TFDS downloads each dataset from.
 TFDS_HOSTS = {'cifar10': ('www.cs.toronto.edu', 443),
               'cifar100': ('www.cs.toronto.edu', 443),
