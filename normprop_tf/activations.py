@@ -30,6 +30,8 @@ from typing import Callable
 import numpy as np
 from keras import ops
 
+from normprop_tf.utils import checks
+
 # Closed-form ReLU constants (docs/method.md, "A hidden layer").
 RELU_MEAN = math.sqrt(1.0 / (2.0 * math.pi))  # 0.3989422804014327
 RELU_STD = math.sqrt((1.0 - 1.0 / math.pi) / 2.0)  # 0.5838193701035489
@@ -114,7 +116,7 @@ SUPPORTED = tuple(sorted(
 def _parse(name):
   """Returns (canonical name, leaky slope or None); raises on unknown names."""
   if not isinstance(name, str):
-    raise ValueError(
+    raise checks.ArgumentError(
         f'`activation` must be a string naming one of {SUPPORTED}. '
         f'Received: activation={name!r}')
   key = name.strip().lower()
@@ -127,12 +129,12 @@ def _parse(name):
     except ValueError:
       slope = float('nan')
     if not 0.0 <= slope < 1.0:
-      raise ValueError(
+      raise checks.ArgumentError(
           'The leaky_relu slope must be a number in [0, 1), written as '
           f"'leaky_relu:0.1'. Received: activation={name!r}")
     return 'leaky_relu', slope
   if key not in _KERAS_FNS:
-    raise ValueError(
+    raise checks.ArgumentError(
         f'Unknown activation. Supported: {", ".join(SUPPORTED)}. '
         f'Received: activation={name!r}')
   return key, None

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from normprop_tf.utils import checks
+
 
 @keras.saving.register_keras_serializable(package='normprop_tf')
 class UnitNormOrthogonal(keras.initializers.Initializer):
@@ -22,7 +24,7 @@ class UnitNormOrthogonal(keras.initializers.Initializer):
   def __init__(self, seed=None):
     if seed is not None and (isinstance(seed, bool) or
                              not isinstance(seed, int)):
-      raise ValueError(
+      raise checks.ArgumentError(
           f'`seed` must be an int or None. Received: seed={seed!r}')
     self.seed = seed
 

@@ -21,7 +21,7 @@ _PACKAGE = 'normprop_tf'
 
 def _check_padding(padding):
   if not isinstance(padding, str) or padding.lower() not in ('same', 'valid'):
-    raise ValueError(
+    raise checks.ArgumentError(
         f"`padding` must be 'same' or 'valid'. Received: padding={padding!r}")
   return padding.lower()
 
@@ -39,7 +39,7 @@ def _check_initializer(name, value):
   try:
     return keras.initializers.get(value)
   except (ValueError, TypeError) as e:
-    raise ValueError(
+    raise checks.ArgumentError(
         f'`{name}` is not a valid initializer ({e}). '
         f'Received: {name}={value!r}') from None
 
@@ -71,7 +71,7 @@ class _WeightNormalizedLayer(keras.layers.Layer):
   def build(self, input_shape):
     in_dim = input_shape[-1]
     if in_dim is None:
-      raise ValueError(
+      raise checks.ArgumentError(
           f'{type(self).__name__} needs a known last (channel) dimension. '
           f'Received: input_shape={input_shape}')
     # autocast=False: under mixed precision the norm is computed from the
@@ -147,7 +147,7 @@ class _WeightNormMixin:
     try:
       keras.activations.get(activation)
     except (ValueError, TypeError):
-      raise ValueError(
+      raise checks.ArgumentError(
           '`activation` must be a Keras activation name or None. '
           f'Received: activation={activation!r}') from None
     return (activation, _check_initializer('g_initializer', g_initializer),
@@ -187,7 +187,7 @@ class _Conv2DMixin:
 
   def build(self, input_shape):
     if len(input_shape) != 4:
-      raise ValueError(
+      raise checks.ArgumentError(
           f'{type(self).__name__} expects channels-last inputs of rank 4 '
           f'(batch, height, width, channels). Received: '
           f'input_shape={input_shape}')

@@ -80,6 +80,24 @@ def _validate_extensions(norm, gamma_init, classifier, classifier_gamma,
                   "applies to norm='normprop' only")
 
 
+def check_arguments(norm='normprop', width=1.0, dropout=0.0,
+                    activation='relu', synchronized_bn=False, gamma_init=None,
+                    classifier='default', classifier_gamma=None,
+                    pool_correction=None):
+  """Validates `nin`'s arguments other than the data's, without building.
+
+  Training calls it before preparing any data, so that a bad setting fails
+  in a second, not after minutes.
+
+  Raises:
+    ValueError: naming the argument and the value received.
+  """
+  _validate(norm, 2, width, dropout, activation, (1, 1, 1))
+  checks.one_of('synchronized_bn', synchronized_bn, (True, False))
+  _validate_extensions(norm, gamma_init, classifier, classifier_gamma,
+                       pool_correction)
+
+
 def _hidden_block(x, norm, name, filters, kernel_size, activation,
                   synchronized_bn, gamma_init):
   """One hidden conv of the given normalization kind."""
@@ -249,4 +267,5 @@ def _has_layer(model, name):
   return any(l.name == name for l in model.layers)
 
 
-__all__ = ['nin', 'probe_model', 'norm_kind', 'hidden_layer_names', 'NORMS']
+__all__ = ['nin', 'probe_model', 'norm_kind', 'hidden_layer_names', 'NORMS',
+           'check_arguments']

@@ -39,6 +39,7 @@ import math
 import numpy as np
 
 from normprop_tf import activations
+from normprop_tf.utils import checks
 
 POOLS = ('max', 'avg')
 MAX_CORRELATION = 0.95
@@ -151,17 +152,17 @@ def pooled_moments(activation='relu', pool='max', taps=9, correlation=0.0):
   """
   name = activations.canonical_name(activation)
   if pool not in POOLS:
-    raise ValueError(f'`pool` must be one of {POOLS}. Received: pool={pool!r}')
+    raise checks.ArgumentError(f'`pool` must be one of {POOLS}. Received: pool={pool!r}')
   if isinstance(taps, bool) or not isinstance(taps, int) or taps < 1:
-    raise ValueError(f'`taps` must be a positive integer. Received: '
+    raise checks.ArgumentError(f'`taps` must be a positive integer. Received: '
                      f'taps={taps!r}')
   if isinstance(correlation, bool) or not isinstance(
       correlation, (int, float)) or not 0.0 <= correlation <= MAX_CORRELATION:
-    raise ValueError(f'`correlation` must be a number in [0, '
+    raise checks.ArgumentError(f'`correlation` must be a number in [0, '
                      f'{MAX_CORRELATION}]. Received: '
                      f'correlation={correlation!r}')
   if pool == 'max' and name.split(':')[0] not in _MONOTONE:
-    raise ValueError(
+    raise checks.ArgumentError(
         'Max pooling commutes with the activation only if it is '
         f'nondecreasing ({", ".join(_MONOTONE)}). Received: '
         f'activation={activation!r}')

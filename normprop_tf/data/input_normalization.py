@@ -139,3 +139,27 @@ class InputNormalization(keras.layers.Layer):
         'gcn_scale': self.gcn_scale,
     })
     return config
+
+
+def with_input_normalization(model, stats, preprocessing):
+  """`model` behind its input preprocessing: a model that takes raw pixels.
+
+  Args:
+    model: a model of preprocessed images (e.g. `normprop_tf.models.nin`).
+    stats: the training split's `Stats` the preprocessing used.
+    preprocessing: 'standardize', 'zca' or 'none' (x / 255). 'minibatch'
+      depends on the batch and cannot be part of a model: None is returned.
+
+  Returns:
+    A functional model from uint8 (or float) images in [0, 255] to the
+    logits, or None for 'minibatch'.
+  """
+  if preprocessing == 'minibatch':
+    return None
+  inputs = keras.Input(shape=tuple(stats.image_shape), name='pixels')
+  if preprocessing == 'none':
+    x = keras.layers.Rescaling(1.0 / 255.0, name='input_scale')(inputs)
+  else:
+    x = InputNormalization.from_stats(stats, mode=preprocessing,
+                                      name='input_normalization')(inputs)
+  return keras.Model(inputs, model(x), name=f'{model.name}_on_pixels')

@@ -21,6 +21,7 @@ shard of that split lies beside them (else "fingerprint mismatch").
 
 import hashlib
 import json
+import math
 import os
 
 from normprop_tf.data import errors
@@ -29,6 +30,11 @@ from normprop_tf.utils import fileio
 
 STATS_JSON = 'stats.json'
 STATS_NPZ = 'stats.npz'
+# sha256 of the manifest's other fields, and of stats.npz's bytes: any edit
+# of the statistics is found (preparations made before they existed have
+# neither and are checked field by field only).
+CONTENT_SHA256 = 'content_sha256'
+STATS_NPZ_SHA256 = 'stats_npz_sha256'
 VERIFY_LEVELS = schema.VERIFY_LEVELS
 
 
@@ -108,7 +114,66 @@ def load_manifest(data_dir, dataset=None):
         f'{data_dir} holds dataset {info.get("dataset")!r}, not {dataset!r}. '
         'Point data_dir at the right directory, or prepare a new one: '
         + errors.prepare_command(data_dir + '_' + dataset, dataset))
+  check_manifest(info, path, fix_command(data_dir, info))
   return info
+
+
+def content_sha256(info):
+  """sha256 over every field of a manifest but this checksum itself."""
+  canonical = json.dumps({k: v for k, v in info.items()
+                          if k != CONTENT_SHA256}, sort_keys=True)
+  return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _bad(path, field, value, expected, fix):
+  return errors.DataError(
+      f'{path}: {field} is {value!r}, but {expected}. The file was edited or '
+      f'damaged; re-create the dataset: {fix}')
+
+
+def check_manifest(info, path, fix):
+  """Checks a manifest's fields against each other and the dataset.
+
+  Raises:
+    DataError: naming the file and the field that is inconsistent.
+  """
+  stored = info.get(CONTENT_SHA256)
+  if stored is not None and stored != content_sha256(info):
+    raise errors.DataError(
+        f'{path} was modified after preparation (its {CONTENT_SHA256} does '
+        f'not match its content). Re-create the dataset: {fix}')
+  spec = schema.DATASETS.get(info.get('dataset'))
+  if spec is None:
+    raise _bad(path, 'dataset', info.get('dataset'),
+               f'must be one of {sorted(schema.DATASETS)}', fix)
+  for field in ('num_classes', 'image_shape'):
+    want = spec[field]
+    if (list(want) if field == 'image_shape' else want) != info.get(field):
+      raise _bad(path, field, info.get(field), f'{info["dataset"]} has '
+                 f'{field} {list(want) if field == "image_shape" else want}',
+                 fix)
+  for split, entry in info['splits'].items():
+    counts, shards = entry.get('class_counts'), entry.get('shards', [])
+    total = sum(e.get('num_examples', 0) for e in shards)
+    if entry.get('num_examples') != total:
+      raise _bad(path, f'splits.{split}.num_examples',
+                 entry.get('num_examples'),
+                 f'its shards hold {total} examples', fix)
+    if counts is not None and (len(counts) != spec['num_classes'] or
+                               sum(counts) != total):
+      raise _bad(path, f'splits.{split}.class_counts', counts,
+                 f'it must have {spec["num_classes"]} classes adding up to '
+                 f'{total}', fix)
+  params = info.get('stats', {})
+  epsilon = params.get('std_epsilon')
+  if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and
+          epsilon > 0):
+    raise _bad(path, 'stats.std_epsilon', epsilon,
+               'it must be a positive finite number (0.001)', fix)
+  train = info['splits'].get('train', {}).get('num_examples')
+  if params.get('num_examples') != train:
+    raise _bad(path, 'stats.num_examples', params.get('num_examples'),
+               f'the training split holds {train} examples', fix)
 
 
 def verify_split(data_dir, info, split, level='full'):

@@ -26,8 +26,10 @@ Everything here is NumPy in float64; the graph-side ops are in
 """
 
 import dataclasses
+import hashlib
 import io
 import os
+import zipfile
 
 import numpy as np
 
@@ -181,10 +183,11 @@ def fold_zca(arrays, std_epsilon=STD_EPSILON):
 
 
 def save_npz(path, arrays, fingerprint):
-  """Writes stats.npz atomically (temporary name, then rename)."""
+  """Writes stats.npz atomically; returns the sha256 of its bytes."""
   buf = io.BytesIO()
   np.savez(buf, fingerprint=np.array(fingerprint), **arrays)
   fileio.atomic_write(path, buf.getvalue())
+  return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -254,11 +257,12 @@ def load_stats(data_dir, dataset=None):
                            f'Re-create the dataset: {fix}')
   try:
     with fileio.open_file(path, 'rb') as f:
-      with np.load(io.BytesIO(f.read()), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-  except (ValueError, OSError, EOFError) as e:
-    raise errors.DataError(f'{path} is corrupt ({e}). Re-create the '
-                           f'dataset: {fix}') from None
+      content = f.read()
+    with np.load(io.BytesIO(content), allow_pickle=False) as npz:
+      arrays = {k: npz[k] for k in npz.files}
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    raise errors.DataError(f'{path} is corrupt ({type(e).__name__}: {e}). '
+                           f'Re-create the dataset: {fix}') from None
   stored = str(arrays.pop('fingerprint', ''))
   if stored != info['fingerprint']:
     raise errors.DataError(
@@ -267,4 +271,26 @@ def load_stats(data_dir, dataset=None):
         f'stats.json describes shards with fingerprint '
         f'{info["fingerprint"][:12]}. The files come from different runs. '
         f'Re-create the dataset: {fix}')
+  stored_sha = info.get(manifest.STATS_NPZ_SHA256)
+  if stored_sha is not None and stored_sha != hashlib.sha256(
+      content).hexdigest():
+    raise errors.DataError(
+        f'{path} was modified after preparation (its sha256 differs from '
+        f'{manifest.STATS_NPZ_SHA256} in stats.json). Re-create the '
+        f'dataset: {fix}')
+  _check_arrays(arrays, path, fix)
   return Stats(info=info, arrays=arrays)
+
+
+def _check_arrays(arrays, path, fix):
+  """Every statistic finite; the standard deviations positive."""
+  for name, array in arrays.items():
+    if array.dtype.kind == 'f' and not np.all(np.isfinite(array)):
+      raise errors.DataError(
+          f'{path}: {name} holds {int(np.sum(~np.isfinite(array)))} '
+          f'non-finite values. Re-create the dataset: {fix}')
+  for name in ('std', 'zca_out_std'):
+    if name in arrays and (not np.all(arrays[name] >= 0) or
+                           not np.any(arrays[name] > 0)):
+      raise errors.DataError(f'{path}: {name} is negative or zero everywhere. '
+                             f'Re-create the dataset: {fix}')

@@ -19,9 +19,10 @@ from normprop_tf.training import gin_config
 from normprop_tf.training import records
 from normprop_tf.utils import checks
 from normprop_tf.utils import hardware
+from normprop_tf.utils import locking
 
 _USER_ERRORS = (errors.TrainingError, data_errors.DataError,
-                checks.ArgumentError)
+                checks.ArgumentError, locking.LockedError)
 PROGRAM = 'normprop_tf.train_jax'
 
 
@@ -70,12 +71,15 @@ def train(gin_files, gin_bindings, model_dir, command, prepare_only=False):
                         for s, v in data.info['splits'].items()))
       return 0
     records.prepare_model_dir(model_dir)
-    records.write_json(os.path.join(model_dir, records.FLAGS_FILE), {
-        'gin_file': list(gin_files), 'gin_bindings': list(gin_bindings),
-        'model_dir': model_dir, 'cwd': os.getcwd(), 'command': command,
-        'python': sys.executable, 'code_version': hardware.code_version(),
-        'keras_backend': backend})
-    runner.run(model_dir, gin_config.experiment_name(gin_files))
+    with locking.DirectoryLock(model_dir, 'training (train_jax)',
+                               hint='Wait for it to finish, or give another '
+                               '--model_dir.'):
+      records.write_json(os.path.join(model_dir, records.FLAGS_FILE), {
+          'gin_file': list(gin_files), 'gin_bindings': list(gin_bindings),
+          'model_dir': model_dir, 'cwd': os.getcwd(), 'command': command,
+          'python': sys.executable, 'code_version': hardware.code_version(),
+          'keras_backend': backend})
+      runner.run(model_dir, gin_config.experiment_name(gin_files))
   except _USER_ERRORS as e:
     return _fail(errors.user_message(e))
   return 0

@@ -35,9 +35,11 @@ from normprop_tf.data import stats as stats_lib
 from normprop_tf.data.errors import DataError
 from normprop_tf.data.preparation import cifar_pickle
 from normprop_tf.data.preparation import class_folders
+from normprop_tf.data.preparation import counts
 from normprop_tf.data.preparation import options as options_lib
 from normprop_tf.data.preparation import splits as splits_lib
 from normprop_tf.utils import fileio
+from normprop_tf.utils import locking
 
 CACHE_SUBDIR = 'numpy'
 
@@ -122,6 +124,9 @@ def build(dataset, source, options):
         "jpeg_idct='accurate'. Received: jpeg_idct="
         f'{options.jpeg_idct!r} (gin: dataset.jpeg_idct)')
   raw = _raw_splits(dataset, source, options)
+  counts.check_counts(dataset, raw,
+                      options_lib.subset_limits(options.subset_per_class),
+                      source)
   parts = splits_lib.split_parts(dataset, raw, options.validation_size,
                                  options.seed)
   splits = {split: splits_lib.assemble(raw, parts[split], options.seed, split)
@@ -191,14 +196,15 @@ def load(dataset, data_dir, source, options):
   if source not in (None, 'tfds'):
     source = os.path.abspath(os.path.expanduser(str(source)))
   directory = os.path.join(data_dir, CACHE_SUBDIR)
-  if source not in (None, 'tfds'):
-    cached = _load(directory, options_lib.arguments_record(dataset, source,
-                                                           options))
-    if cached is not None:
-      logging.info('Using the arrays cached in %s', directory)
-      return cached
-  data = build(dataset, source, options)
-  _save(directory, data)
+  with locking.DirectoryLock(directory, f'caching {dataset}', wait=True):
+    if source not in (None, 'tfds'):
+      cached = _load(directory, options_lib.arguments_record(
+          dataset, source, options))
+      if cached is not None:
+        logging.info('Using the arrays cached in %s', directory)
+        return cached
+    data = build(dataset, source, options)
+    _save(directory, data)
   logging.info('Decoded %s from %s in %.1f s; cached in %s', dataset, source,
                data.info['seconds'], directory)
   return data

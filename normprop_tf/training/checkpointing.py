@@ -70,12 +70,31 @@ class Checkpointer:
     """Path of the chief's latest checkpoint, or None."""
     return tf.train.latest_checkpoint(self.directory)
 
+  def remove_leftovers(self):
+    """Deletes the temporary files of a save that a kill interrupted."""
+    if not self.is_chief or not tf.io.gfile.isdir(self.directory):
+      return []
+    removed = []
+    for name in tf.io.gfile.listdir(self.directory):
+      if '_temp' in name or name.startswith('tmp_worker_'):
+        path = os.path.join(self.directory, name.rstrip('/'))
+        if tf.io.gfile.isdir(path):
+          tf.io.gfile.rmtree(path)
+        else:
+          tf.io.gfile.remove(path)
+        removed.append(name)
+    if removed:
+      logging.info('Removed %s, left by an interrupted save.',
+                   ', '.join(removed))
+    return removed
+
   def restore(self):
     """Restores the latest checkpoint; returns (step, train_seconds).
 
     Returns (0, 0.0) and leaves the fresh initialization when there is no
-    checkpoint yet.
+    checkpoint yet. Temporary files of an interrupted save are removed first.
     """
+    self.remove_leftovers()
     path = self.latest()
     if path is None:
       return 0, 0.0

@@ -6,6 +6,7 @@ one printed paragraph and exit status 1 (no traceback). Anything else is a
 bug and keeps its traceback.
 """
 
+import contextlib
 import os
 import sys
 
@@ -18,13 +19,15 @@ from normprop_tf.training import config
 from normprop_tf.training import errors
 from normprop_tf.training import experiment
 from normprop_tf.training import gin_config
+from normprop_tf.training import preemption
 from normprop_tf.training import records
 from normprop_tf.training import strategies
 from normprop_tf.utils import checks
 from normprop_tf.utils import hardware
+from normprop_tf.utils import locking
 
 _USER_ERRORS = (errors.TrainingError, data_errors.DataError,
-                checks.ArgumentError)
+                checks.ArgumentError, locking.LockedError)
 
 
 def _fail(message):
@@ -33,39 +36,68 @@ def _fail(message):
   return 1
 
 
-def train(gin_files, gin_bindings, model_dir, command):
-  """Runs one training command; returns the process exit status."""
-  strategy = None
-  try:
-    gin_config.parse(gin_files, gin_bindings)
-    # Created once, before any other TensorFlow op (TPUs require it).
-    strategy_config = config.StrategyConfig()
-    strategy = strategies.create_strategy(strategy_config.name,
-                                          strategy_config.tpu_address)
-    chief = strategies.is_chief(strategy)
-    records.prepare_model_dir(model_dir)
+def _flags(model_dir, gin_files, gin_bindings, command):
+  records.write_json(os.path.join(model_dir, records.FLAGS_FILE), {
+      'gin_file': list(gin_files), 'gin_bindings': list(gin_bindings),
+      'model_dir': model_dir, 'cwd': os.getcwd(), 'command': command,
+      'python': sys.executable, 'code_version': hardware.code_version()})
+
+
+def _train(gin_files, gin_bindings, model_dir, command, watcher, state):
+  gin_config.parse(gin_files, gin_bindings)
+  # Created once, before any other TensorFlow op (TPUs require it).
+  strategy_config = config.StrategyConfig()
+  strategy = state['strategy'] = strategies.create_strategy(
+      strategy_config.name, strategy_config.tpu_address)
+  chief = strategies.is_chief(strategy)
+  records.prepare_model_dir(model_dir)
+  lock = locking.DirectoryLock(
+      model_dir, 'training', hint='Wait for it to finish, or give another '
+      '--model_dir.') if chief else contextlib.nullcontext()
+  with lock:
     if chief:
-      records.write_json(os.path.join(model_dir, records.FLAGS_FILE), {
-          'gin_file': list(gin_files), 'gin_bindings': list(gin_bindings),
-          'model_dir': model_dir, 'cwd': os.getcwd(), 'command': command,
-          'python': sys.executable,
-          'code_version': hardware.code_version()})
+      _flags(model_dir, gin_files, gin_bindings, command)
     experiment.run(model_dir, strategy,
-                   name=gin_config.experiment_name(gin_files))
+                   name=gin_config.experiment_name(gin_files),
+                   watcher=watcher)
     if chief:  # The run wrote it at the start too, for runs that get killed.
       artifacts.write_operative_config(model_dir)
+
+
+def train(gin_files, gin_bindings, model_dir, command):
+  """Runs one training command; returns the process exit status."""
+  state = {'strategy': None}
+  try:
+    with preemption.Watcher() as watcher:
+      _train(gin_files, gin_bindings, model_dir, command, watcher, state)
+  except errors.PreemptedError as e:
+    logging.flush()
+    print(f'normprop_tf.train: {e}', file=sys.stderr)
+    return preemption.EXIT_STATUS[e.signal_name]
   except _USER_ERRORS as e:
     return _fail(errors.user_message(e))
   except tf.errors.OpError as e:
-    # A multi-worker peer died or hung: a clear message, not a traceback.
     failure = strategies.cluster_failure(
-        e, strategy, os.path.join(model_dir, 'checkpoints'))
+        e, state['strategy'], os.path.join(model_dir, 'checkpoints'))
+    if failure is None:
+      failure = _op_error(e, model_dir)
     if failure is None:
       raise
     return _fail(failure)
-  except KeyboardInterrupt:
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
-    print('normprop_tf.train: interrupted. Rerun the same command to resume '
-          f'from {latest or "the start (no checkpoint yet)"}.', file=sys.stderr)
-    return 130
   return 0
+
+
+def _op_error(error, model_dir):
+  """A one-paragraph message for TensorFlow errors a user can fix, or None."""
+  text = str(error).strip().splitlines()[0][:300] if str(error).strip() else (
+      type(error).__name__)
+  if isinstance(error, tf.errors.ResourceExhaustedError) or (
+      'No space left' in str(error)):
+    return (f'The disk is full ({text}). The last checkpoint in {model_dir} '
+            'is intact: free some space and rerun the same command to '
+            'resume.')
+  if isinstance(error, tf.errors.DataLossError):
+    return (f'A data file is corrupt ({text}). Check the shards with '
+            "input_pipeline.verify = 'full' (it names the file), or "
+            're-prepare the data with --overwrite.')
+  return None

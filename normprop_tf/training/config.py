@@ -312,11 +312,17 @@ class Configs:
 
   @classmethod
   def from_gin(cls):
-    return cls(runtime=RuntimeConfig(), data=DataConfig(),
-               train_input=scoped(InputConfig, 'train'),
-               eval_input=scoped(InputConfig, 'eval'),
-               optimizer=OptimizerConfig(), schedule=ScheduleConfig(),
-               trainer=TrainerConfig(), probe=ProbeConfig())
+    """Every component's settings; each validated, the model's too."""
+    configs = cls(runtime=RuntimeConfig(), data=DataConfig(),
+                  train_input=scoped(InputConfig, 'train'),
+                  eval_input=scoped(InputConfig, 'eval'),
+                  optimizer=OptimizerConfig(), schedule=ScheduleConfig(),
+                  trainer=TrainerConfig(), probe=ProbeConfig())
+    try:
+      models.check_arguments(**model_settings())
+    except ValueError as e:  # Name the component, as gin does for the rest.
+      raise checks.ArgumentError(f'{e} (gin: nin)') from None
+    return configs
 
 
 def run_settings(configs, info, steps_per_epoch, total_steps):

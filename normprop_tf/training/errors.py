@@ -54,3 +54,22 @@ class NonFiniteLossError(TrainingError):
     super().__init__(message)
     self.step = step
     self.checkpoint_step = checkpoint_step
+
+
+class RunMismatchError(TrainingError):
+  """A rerun into a model_dir asks for a different run than the one there."""
+
+
+class PreemptedError(TrainingError):
+  """SIGTERM or SIGINT stopped the run after saving a checkpoint.
+
+  Attributes:
+    step: the step of the checkpoint saved on the way out (None when the
+      signal came before training started, with nothing to save).
+    signal_name: 'SIGTERM' or 'SIGINT'.
+  """
+
+  def __init__(self, message, step, signal_name):
+    super().__init__(message)
+    self.step = step
+    self.signal_name = signal_name

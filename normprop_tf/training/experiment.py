@@ -13,15 +13,18 @@ The components and their gin names are in `normprop_tf.training.config`.
 """
 
 import dataclasses
+import os
 
 import gin
 import keras
+import tensorflow as tf
 
 from normprop_tf.data import preparation
 from normprop_tf.training import builders
 from normprop_tf.training import checkpointing
 from normprop_tf.training import config as cfg
 from normprop_tf.training import hidden_stats as hidden_lib
+from normprop_tf.training import identity
 from normprop_tf.training import records
 from normprop_tf.training import strategies
 from normprop_tf.training import trainer as trainer_lib
@@ -118,6 +121,10 @@ def build(model_dir, strategy, name=None, configs=None):
   steps_per_epoch, total_steps = _lengths(configs, info)
   builders.check_batch_sizes(strategy, configs.train_input,
                              configs.eval_input)
+  settings = cfg.run_settings(configs, info, steps_per_epoch, total_steps)
+  if tf.train.latest_checkpoint(
+      os.path.join(model_dir, checkpointing.CHECKPOINT_SUBDIR)):
+    identity.check_resume(model_dir, settings)
   builders.set_precision(configs.runtime.precision_policy)
   model, optimizer, checkpointer = _build_state(model_dir, strategy, configs,
                                                 info, total_steps)
@@ -145,13 +152,14 @@ def build(model_dir, strategy, name=None, configs=None):
       train_seconds=train_seconds, steps_per_epoch=steps_per_epoch,
       total_steps=total_steps, train_data=train_data, eval_data=eval_data,
       test_data=test_data, eval_split=eval_split, hidden_stats=hidden,
-      settings=cfg.run_settings(configs, info, steps_per_epoch, total_steps))
+      settings=settings)
 
 
-def run(model_dir, strategy, name=None, configs=None):
+def run(model_dir, strategy, name=None, configs=None, watcher=None):
   """Builds and trains one run; returns the summary written to summary.json.
 
   Rerunning with the same model_dir resumes from its latest checkpoint.
+  `watcher` (a `preemption.Watcher`) makes SIGTERM/SIGINT save and stop.
 
   Raises:
     TrainingError subclasses, `normprop_tf.data.DataError` and
@@ -161,7 +169,7 @@ def run(model_dir, strategy, name=None, configs=None):
   previous_policy = keras.config.dtype_policy()
   try:
     experiment = build(model_dir, strategy, name, configs)
-    return trainer_lib.Trainer(experiment).train()
+    return trainer_lib.Trainer(experiment, watcher).train()
   finally:
     keras.config.set_dtype_policy(previous_policy)
 

@@ -30,6 +30,8 @@ import json
 import os
 import time
 
+from absl import logging
+
 from normprop_tf.training import errors
 from normprop_tf.utils import fileio
 
@@ -68,11 +70,34 @@ def write_json(path, obj):
 
 
 def read_jsonl(path):
-  """All records of a metrics.jsonl file (empty if absent)."""
+  """All records of a metrics.jsonl file (empty if absent).
+
+  A half-written last line (a run killed while appending) is dropped with a
+  warning; a damaged line before it is an error.
+
+  Raises:
+    TrainingError: a line other than the last is not JSON.
+  """
   if not fileio.exists(path):
     return []
   with fileio.open_file(path, 'r') as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  rows = []
+  for number, line in enumerate(lines, start=1):
+    try:
+      rows.append(json.loads(line))
+    except ValueError:
+      if number < len(lines):
+        raise errors.TrainingError(
+            f'{path} is damaged at line {number} of {len(lines)} (not JSON). '
+            'Restore it, or remove it to record from scratch.') from None
+      logging.warning('Dropping the half-written last line of %s: %r', path,
+                      line[:80])
+  return rows
+
+
+def _key(row):
+  return (row['step'], row['split'], row['metric'])
 
 
 class Recorder:
@@ -95,6 +120,7 @@ class Recorder:
     self.enabled = enabled
     self.events = events
     self._pending = []
+    self._keys = None  # (step, split, metric) of the rows in the file.
     self.metrics_path = os.path.join(model_dir, METRICS_FILE)
 
   def writer(self, split):
@@ -114,32 +140,52 @@ class Recorder:
           'config': self.config})
 
   def flush(self):
-    """Appends pending records to metrics.jsonl and flushes the events."""
+    """Writes pending records to metrics.jsonl and flushes the events.
+
+    Rows are keyed by (step, split, metric): a pending row whose key the file
+    already holds (a step recorded again after a resume) replaces the old
+    row, by an atomic rewrite; otherwise the rows are appended.
+    """
     if not self.enabled:
       return
     if self._pending:
-      lines = ''.join(json.dumps(r) + '\n' for r in self._pending)
-      if fileio.is_remote(self.metrics_path):  # GCS cannot append.
-        old = (fileio.read_text(self.metrics_path)
-               if fileio.exists(self.metrics_path) else '')
-        fileio.atomic_write(self.metrics_path, old + lines)
+      if self._keys is None:
+        self._keys = {_key(r) for r in read_jsonl(self.metrics_path)}
+      pending = {_key(r): r for r in self._pending}
+      if self._keys & pending.keys() or fileio.is_remote(self.metrics_path):
+        # GCS cannot append either.
+        kept = [r for r in read_jsonl(self.metrics_path)
+                if _key(r) not in pending]
+        self._rewrite(kept + list(pending.values()))
       else:
         with open(self.metrics_path, 'a', encoding='utf-8') as f:
-          f.write(lines)
+          f.write(''.join(json.dumps(r) + '\n' for r in pending.values()))
+      self._keys |= pending.keys()
       self._pending = []
     if self.events is not None:
       self.events.flush()
 
+  def _rewrite(self, rows):
+    fileio.atomic_write(self.metrics_path,
+                        ''.join(json.dumps(r) + '\n' for r in rows))
+
   def truncate_after(self, step):
-    """Drops records with step > `step` (left by a run killed after it)."""
+    """Drops records with step > `step` (left by a run killed after it).
+
+    Also drops a half-written last line and duplicate keys (the last row of
+    a key wins), so the file is keyed and unique again.
+    """
     if not self.enabled:
       return
     self._pending = [r for r in self._pending if r['step'] <= step]
-    records = read_jsonl(self.metrics_path)
-    kept = [r for r in records if r['step'] <= step]
-    if len(kept) != len(records):
-      fileio.atomic_write(self.metrics_path,
-                          ''.join(json.dumps(r) + '\n' for r in kept))
+    text = (fileio.read_text(self.metrics_path)
+            if fileio.exists(self.metrics_path) else '')
+    rows = read_jsonl(self.metrics_path)
+    kept = {_key(r): r for r in rows if r['step'] <= step}
+    result = ''.join(json.dumps(r) + '\n' for r in kept.values())
+    if result != text:
+      self._rewrite(list(kept.values()))
+    self._keys = set(kept)
 
   def best(self, split):
     """The lowest error recorded for `split` so far, or None."""

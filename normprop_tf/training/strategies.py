@@ -217,3 +217,34 @@ def cluster_failure(error, strategy, checkpoint_dir):
       f'this worker ({task_type} {task_id}) stops too: a worker died or '
       'stopped answering. Restart every worker with the same command and '
       f'TF_CONFIG: training resumes from {resume}.')
+
+
+def worker_count(strategy):
+  """How many worker processes take part (1 without a cluster)."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or (
+      resolver is None):
+    return 1
+  try:
+    return max(1, len(resolver.cluster_spec().as_dict().get('worker', [])) +
+               len(resolver.cluster_spec().as_dict().get('chief', [])))
+  except (ValueError, RuntimeError):
+    return 1
+
+
+def flag_reducer(strategy):
+  """A function bool -> bool: whether any worker's flag is set; None alone.
+
+  Several workers must stop after the same step (a preemption signal reaches
+  one of them): the flag is all-reduced with MAX, once per call, by every
+  worker. Without a cluster there is nothing to agree on.
+  """
+  if worker_count(strategy) < 2:
+    return None
+
+  @tf.function
+  def reduce_max(flag):
+    value = strategy.run(lambda f: f, args=(flag,))
+    return strategy.reduce('MAX', value, axis=None)
+
+  return lambda flag: bool(reduce_max(tf.constant(1.0 if flag else 0.0)) > 0)

@@ -32,6 +32,7 @@ from normprop_tf.training import artifacts
 from normprop_tf.training import builders
 from normprop_tf.training import errors
 from normprop_tf.training import hidden_stats as hidden_lib
+from normprop_tf.training import preemption
 from normprop_tf.training import progress as progress_lib
 from normprop_tf.training import records
 from normprop_tf.training import steps as steps_lib
@@ -57,10 +58,14 @@ class Trainer:
 
   Args:
     experiment: what `experiment.build` returned.
+    watcher: a `preemption.Watcher` (SIGTERM/SIGINT: checkpoint, stop), or
+      None.
   """
 
-  def __init__(self, experiment):
+  def __init__(self, experiment, watcher=None):
     e = self.e = experiment
+    self.watcher = watcher
+    self._agree = strategies.flag_reducer(e.strategy)
     cfg = self.cfg = experiment.configs.trainer
     self.batch = e.configs.train_input.global_batch_size
     self.eval_every = (e.steps_per_epoch if cfg.eval_every_steps is None else
@@ -82,10 +87,14 @@ class Trainer:
     """Trains to the end; returns the summary written to summary.json."""
     wall_start = time.monotonic()
     self._start()
+    if self.watcher is not None:
+      self.watcher.in_loop = True  # From now on a signal saves, then stops.
     loop_seconds = self._loop()
     final = self._final_evaluation()
     if self.e.is_chief:
-      artifacts.save_model(self.e.model, self.e.model_dir)
+      artifacts.save_model(self.e.model, self.e.model_dir,
+                           self.e.configs.data.data_dir,
+                           self.e.configs.train_input.preprocessing)
     summary = self._summary(final, self.e.train_seconds + loop_seconds,
                             time.monotonic() - wall_start)
     self.recorder.write_summary(summary)
@@ -102,6 +111,8 @@ class Trainer:
     e = self.e
     self.recorder.truncate_after(e.start_step)
     if e.is_chief:
+      if e.start_step < e.total_steps:  # They would describe an older state.
+        artifacts.remove_final(e.model_dir)
       self.recorder.write_config(e.settings)
       artifacts.write_run_header(
           self.recorder.writer(''), e.model_dir, e.name, e.start_step,
@@ -161,9 +172,28 @@ class Trainer:
       if e.eval_data is not None and _at(self.step, self.eval_every,
                                          e.total_steps):
         self._periodic_evaluation()
+      seconds = e.train_seconds + (time.monotonic() - loop_start)
       if _at(self.step, cfg.checkpoint_every_steps, e.total_steps):
-        self._checkpoint(e.train_seconds + (time.monotonic() - loop_start))
+        self._checkpoint(seconds)
+      if self._stop_requested():
+        self._save_and_stop(seconds)
     return time.monotonic() - loop_start
+
+  def _stop_requested(self):
+    """Whether any worker got SIGTERM/SIGINT (all agree on the answer)."""
+    local = self.watcher is not None and self.watcher.requested
+    return self._agree(local) if self._agree else local
+
+  def _save_and_stop(self, train_seconds):
+    if self.e.checkpointer.last_saved_step != self.step:
+      self._checkpoint(train_seconds)
+    self.recorder.close()
+    name = (self.watcher.signal_name if self.watcher and
+            self.watcher.signal_name else 'SIGTERM')
+    raise errors.PreemptedError(
+        preemption.stopped_message(name, self.step,
+                                   self.e.checkpointer.directory),
+        self.step, name)
 
   def _check_losses(self, losses):
     bad = np.flatnonzero(~np.isfinite(losses))

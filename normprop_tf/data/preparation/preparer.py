@@ -26,11 +26,13 @@ from normprop_tf.data import errors
 from normprop_tf.data import manifest
 from normprop_tf.data import schema
 from normprop_tf.data import stats as stats_lib
+from normprop_tf.data.preparation import counts
 from normprop_tf.data.preparation import options as options_lib
 from normprop_tf.data.preparation import sources
 from normprop_tf.data.preparation import splits as splits_lib
 from normprop_tf.data.preparation import writer
 from normprop_tf.utils import fileio
+from normprop_tf.utils import locking
 
 DataError = errors.DataError
 
@@ -132,8 +134,8 @@ def _write_statistics(data_dir, train_images, compute_zca, zca_epsilon,
                                            zca_epsilon)
   params['seconds'] = round(time.monotonic() - start, 1)
   logging.info('Statistics done in %.1f s', params['seconds'])
-  stats_lib.save_npz(os.path.join(data_dir, manifest.STATS_NPZ), arrays,
-                     fingerprint)
+  params['npz_sha256'] = stats_lib.save_npz(
+      os.path.join(data_dir, manifest.STATS_NPZ), arrays, fingerprint)
   return params
 
 
@@ -160,21 +162,41 @@ def prepare(dataset, data_dir, source='tfds', overwrite=False, **options):
   """
   start = time.monotonic()
   dataset = errors.check_dataset_name(dataset)
-  spec = errors.DATASETS[dataset]
   opts = options_lib.make(**options)
   if source != 'tfds':
     source = os.path.abspath(os.path.expanduser(str(source)))
   args = options_lib.arguments_record(dataset, source, opts)
-  tf.io.gfile.makedirs(data_dir)
+  try:
+    tf.io.gfile.makedirs(data_dir)
+  except (tf.errors.OpError, OSError) as e:
+    raise DataError(f'Cannot create the data directory {data_dir} '
+                    f'({getattr(e, "message", e)}). Choose a writable '
+                    '--data_dir (gin: dataset.data_dir).') from None
+  with locking.DirectoryLock(data_dir, f'preparing {dataset}', wait=True):
+    return _prepare_locked(dataset, data_dir, source, overwrite, opts, args,
+                           start)
+
+
+def _prepare_locked(dataset, data_dir, source, overwrite, opts, args, start):
+  """`prepare` while holding the data_dir's lock."""
+  spec = errors.DATASETS[dataset]
   existing = _reusable(data_dir, args, overwrite)
   if existing is not None:
     logging.info('%s is already prepared with these arguments; nothing to '
                  'do.', data_dir)
     return _summary(existing, data_dir, True, time.monotonic() - start)
-  _clear(data_dir)
-
+  try:
+    _clear(data_dir)
+  except (tf.errors.OpError, OSError) as e:
+    raise DataError(f'Cannot write to the data directory {data_dir} '
+                    f'({getattr(e, "message", e)}). Choose a writable '
+                    '--data_dir (gin: dataset.data_dir).') from None
   logging.info('Loading %s from %s', dataset, source)
   raw = sources.load_source(dataset, source, opts)
+  if source != 'tfds':  # TFDS checks its downloads and split sizes itself.
+    counts.check_counts(dataset, raw.splits,
+                        options_lib.subset_limits(opts.subset_per_class),
+                        source)
   parts = splits_lib.split_parts(dataset, raw.splits, opts.validation_size,
                                  opts.seed)
   split_info, train_images = _write_splits(data_dir, raw, parts, spec,
@@ -200,6 +222,8 @@ def prepare(dataset, data_dir, source='tfds', overwrite=False, **options):
       'prepare_seconds': round(time.monotonic() - start, 1),
       'versions': {'tensorflow': tf.__version__, 'numpy': np.__version__},
   }
+  info[manifest.STATS_NPZ_SHA256] = params.pop('npz_sha256')
+  info[manifest.CONTENT_SHA256] = manifest.content_sha256(info)
   fileio.write_json(os.path.join(data_dir, manifest.STATS_JSON), info,
                     sort_keys=False)
   return _summary(info, data_dir, False, time.monotonic() - start)
