@@ -37,7 +37,8 @@ _JAX_SCRIPT = textwrap.dedent('''
     import numpy as np
     import normprop_tf
     from normprop_tf import activations, export, functional, initializers
-    from normprop_tf import layers, models
+    from normprop_tf import input_normalization, layers, models
+    assert normprop_tf.InputNormalization is input_normalization.InputNormalization
     assert keras.backend.backend() == 'jax', keras.backend.backend()
     tmp = sys.argv[1]
     x = np.load(f'{tmp}/x.npy')

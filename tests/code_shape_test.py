@@ -4,9 +4,10 @@
   included) or takes more than 12 parameters (`self` not counted).
 - Nothing in `normprop_tf` imports the `data_prep` command-line package.
 - The backend-free core (`activations`, `functional`, `initializers`,
-  `layers`, `models`, `export`, `utils`) imports no TensorFlow, gin or absl
-  at module level (the JAX test in backend_independence_test.py checks the
-  same at run time).
+  `layers`, `models`, `export`, `pooling`, `input_normalization`, `utils`,
+  and the data package's `spec`, `errors`, `manifest`, `stats`) imports no
+  TensorFlow, gin or absl at module level (the JAX test in
+  backend_independence_test.py checks the same at run time).
 """
 
 import ast
@@ -19,10 +20,14 @@ PACKAGE = ROOT / 'normprop_tf'
 MAX_LINES = 85
 MAX_PARAMS = 12
 CORE = ['activations.py', 'functional.py', 'initializers.py', 'layers.py',
-        'models.py', 'export.py', '__init__.py', 'utils/__init__.py',
-        'utils/checks.py', 'utils/fileio.py', 'utils/hardware.py']
+        'models.py', 'export.py', 'pooling.py', 'input_normalization.py',
+        '__init__.py', 'utils/__init__.py', 'utils/checks.py',
+        'utils/fileio.py', 'utils/hardware.py', 'data/spec.py',
+        'data/errors.py', 'data/manifest.py', 'data/stats.py']
 _TF_SIDE = ('tensorflow', 'gin', 'absl', 'tensorboard', 'tensorflow_datasets',
-            'normprop_tf.data', 'normprop_tf.training')
+            'normprop_tf.training', 'normprop_tf.data.pipeline',
+            'normprop_tf.data.schema', 'normprop_tf.data.preprocessing',
+            'normprop_tf.data.augment', 'normprop_tf.data.preparation')
 
 
 def _functions():

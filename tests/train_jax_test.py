@@ -78,7 +78,7 @@ def test_two_epochs_complete_with_records_the_report_reads(jax_run):
   assert run.status == 'completed'
   assert set(os.listdir(tmp / 'run')) >= {
       'metrics.jsonl', 'summary.json', 'config.json', 'operative_config.gin',
-      'flags.json', 'model.keras'}
+      'flags.json', 'model.keras', 'core_model.keras'}
   # 350 training images / 25 = 14 steps per epoch; logged every 7 steps.
   assert [s for s, _, _ in run.series('train', 'loss')] == [7, 14, 21, 28]
   assert [s for s, _, _ in run.series('validation', 'error')] == [14, 28]

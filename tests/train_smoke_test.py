@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+from normprop_tf import data
 from normprop_tf import models
 from tests.data_fixtures import ROOT
 from tests.data_fixtures import TARBALL
@@ -97,13 +98,58 @@ def test_checkpoints_and_final_models(smoke_run):
   model_dir, _ = smoke_run
   assert tf.train.latest_checkpoint(str(model_dir / 'checkpoints')).endswith(
       'ckpt-30')
-  model = keras.saving.load_model(model_dir / 'model.keras')
-  assert models.norm_kind(model) == 'normprop'
+  core = keras.saving.load_model(model_dir / 'core_model.keras')
+  assert models.norm_kind(core) == 'normprop'
+  on_pixels = keras.saving.load_model(model_dir / 'model.keras')
   exported = tf.saved_model.load(str(model_dir / 'saved_model'))
-  x = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(
+  pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(
       np.float32)
-  np.testing.assert_allclose(exported.serve(x).numpy(), model(x).numpy(),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(exported.serve(pixels).numpy(),
+                             on_pixels(pixels).numpy(), rtol=1e-5, atol=1e-5)
+  stats = data.load_stats(str(model_dir / 'input_statistics'))
+  standardized = (pixels.reshape(4, -1) - stats.arrays['mean']) / (
+      stats.arrays['std'] + 1e-3)
+  np.testing.assert_allclose(
+      on_pixels(pixels).numpy(),
+      core(standardized.reshape(4, 32, 32, 3).astype(np.float32)).numpy(),
+      rtol=1e-4, atol=1e-4)
+
+
+_RAW_PIXELS = """
+import importlib.abc, json, sys
+import numpy as np
+class NoProject(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path, target=None):
+    if name.split('.')[0] in ('normprop_tf', 'data_prep'):
+      raise ImportError(name)
+sys.meta_path.insert(0, NoProject())
+import tensorflow as tf
+exported = tf.saved_model.load(sys.argv[1])  # Keep it: it owns the weights.
+images, labels = np.load(sys.argv[2]), np.load(sys.argv[3])
+logits = exported.serve(images.astype(np.float32)).numpy()
+print(json.dumps({'accuracy': float(np.mean(logits.argmax(1) == labels))}))
+"""
+
+
+def test_the_saved_model_takes_raw_pixels_without_the_library(smoke_run,
+                                                             tmp_path):
+  """Raw uint8 test images in, the pipeline's test accuracy out."""
+  model_dir, _ = smoke_run
+  images, labels = data.read_split(str(model_dir.parent / 'data'), 'test')
+  np.save(tmp_path / 'x.npy', images)
+  np.save(tmp_path / 'y.npy', labels)
+  proc = subprocess.run(
+      [sys.executable, '-c', _RAW_PIXELS, str(model_dir / 'saved_model'),
+       str(tmp_path / 'x.npy'), str(tmp_path / 'y.npy')], capture_output=True,
+      text=True, timeout=300, cwd=tmp_path,
+      env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  accuracy = json.loads(proc.stdout.strip().splitlines()[-1])['accuracy']
+  summary = json.loads((model_dir / 'summary.json').read_text())
+  # 1 - error of the pipeline's own evaluation; one image of slack for the
+  # float32 rounding of the normalization inside the model.
+  assert abs(accuracy - summary['final']['test']['accuracy']) <= 1 / len(
+      labels)
 
 
 def test_tensorboard_scalars(smoke_run):

@@ -10,8 +10,9 @@ accelerator (`python -m normprop_tf.train_jax`).
 
 What it writes into model_dir, as the TensorFlow path does: metrics.jsonl,
 summary.json (with the backend and the device named), config.json,
-operative_config.gin, flags.json (the entry point) and model.keras. Not:
-TensorBoard events, hidden-layer statistics, checkpoints.
+operative_config.gin, flags.json (the entry point), model.keras (raw pixels
+in) and core_model.keras (the network alone). Not: TensorBoard events,
+hidden-layer statistics, checkpoints, a SavedModel.
 
 Resume: this runner **restarts**. A model_dir with a completed
 summary.json is left as it is ("already complete"); one with records of an
@@ -28,6 +29,7 @@ from absl import logging
 import gin
 import keras
 
+from normprop_tf import input_normalization
 from normprop_tf.data.preparation import options as options_lib
 from normprop_tf.fit import callbacks as callbacks_lib
 from normprop_tf.fit import data as data_lib
@@ -40,9 +42,18 @@ from normprop_tf.utils import checks
 from normprop_tf.utils import fileio
 from normprop_tf.utils import hardware
 
-MODEL_FILE = 'model.keras'
+MODEL_FILE = 'model.keras'  # Raw pixels in (InputNormalization in front).
+CORE_MODEL_FILE = 'core_model.keras'  # The network alone.
 _ATTEMPT_FILES = (records.METRICS_FILE, records.SUMMARY_FILE,
-                  records.CONFIG_FILE, MODEL_FILE, 'operative_config.gin')
+                  records.CONFIG_FILE, MODEL_FILE, CORE_MODEL_FILE,
+                  'operative_config.gin')
+
+
+def _save(model, path):
+  """`model.save` to a temporary name, then renamed: never half a file."""
+  tmp = f'{path[:-len(".keras")]}.tmp-{os.getpid()}.keras'
+  model.save(tmp)
+  os.replace(tmp, path)
 
 
 def device_info():
@@ -194,7 +205,10 @@ def run(model_dir, name, configs=None):
   train_seconds = time.monotonic() - start
   if 'test' in x and 'test' not in recorder_cb.last:
     recorder_cb.evaluate('test')
-  model.save(os.path.join(model_dir, MODEL_FILE))
+  serving = input_normalization.with_input_normalization(model, data.stats,
+                                                         prep)
+  _save(model, os.path.join(model_dir, CORE_MODEL_FILE))
+  _save(serving or model, os.path.join(model_dir, MODEL_FILE))
   summary = _summary(name, configs, data, schedule, recorder_cb,
                      {'train': train_seconds,
                       'wall': time.monotonic() - wall}, model)

@@ -15,7 +15,7 @@ import gin
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from normprop_tf.data import input_normalization
+from normprop_tf import input_normalization
 from normprop_tf.data import manifest
 from normprop_tf.data import stats as stats_lib
 from normprop_tf.utils import fileio
