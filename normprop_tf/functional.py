@@ -34,6 +34,12 @@ def kernel_norm(kernel):
   return ops.sqrt(ops.sum(ops.square(kernel), axis=axes) + NORM_EPSILON)
 
 
+def _ones(scale):
+  """Ones shaped like a scale variable (ones_like would not take a JAX
+  backend's Keras variable)."""
+  return ops.ones(tuple(scale.shape), dtype=scale.dtype)
+
+
 def scaled_kernel(kernel, gamma, divisor=1.0, post_scale=1.0):
   """Returns W * gamma * post_scale / (divisor * ||W_i||) per output unit.
 
@@ -79,7 +85,7 @@ def normprop(x, kernel, gamma, beta, linear, activation='relu', divisor=1.0,
   cast = (lambda t: ops.cast(t, compute_dtype)) if compute_dtype else (
       lambda t: t)
   if return_intermediates:
-    projection = linear(x, cast(scaled_kernel(kernel, ops.ones_like(gamma))))
+    projection = linear(x, cast(scaled_kernel(kernel, _ones(gamma))))
     u = add_bias(linear(x, cast(scaled_kernel(kernel, gamma, divisor))),
                  cast(beta))
     out = u if activation is None else post_normalize(u, activation)
@@ -113,7 +119,7 @@ def weight_norm(x, kernel, g, bias, linear, activation=None,
   u = add_bias(linear(x, cast(scaled_kernel(kernel, g))), cast(bias))
   out = keras.activations.get(activation)(u)
   if return_intermediates:
-    projection = linear(x, cast(scaled_kernel(kernel, ops.ones_like(g))))
+    projection = linear(x, cast(scaled_kernel(kernel, _ones(g))))
     return {'projection': projection, 'preactivation': u, 'output': out}
   return out
 

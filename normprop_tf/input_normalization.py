@@ -63,6 +63,9 @@ class InputNormalization(keras.layers.Layer):
 
   def __init__(self, mode='standardize', epsilon=stats_lib.STD_EPSILON,
                gcn_scale=stats_lib.GCN_SCALE, **kwargs):
+    # float32 under any global policy: pixels up to 255 and the ZCA product
+    # lose digits in float16; the network casts the result itself.
+    kwargs.setdefault('dtype', 'float32')
     super().__init__(**kwargs)
     self.mode = checks.one_of('mode', mode, MODES)
     self.epsilon = checks.positive_number('epsilon', epsilon)

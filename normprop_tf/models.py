@@ -13,13 +13,14 @@ The model returns logits (float32, also under mixed precision); apply
 softmax in the loss (`from_logits=True`).
 
 Hidden layers are named `conv1` ... `conv8`; the classifier is `classifier`.
-`probe_model(model)` exposes, for every hidden layer, its pre-activation and
-its output (and the quantity each method normalizes), keyed by name.
+`normprop_tf.diagnostics.probe_model` exposes, for every hidden layer, what
+the method normalizes, its pre-activation and its output, keyed by name.
 """
 
 import keras
 
 from normprop_tf import activations
+from normprop_tf import diagnostics
 from normprop_tf import layers as np_layers
 from normprop_tf import pooling
 from normprop_tf.utils import checks
@@ -208,63 +209,8 @@ def norm_kind(model):
 
 
 def probe_model(model):
-  """A model sharing `model`'s weights that returns every hidden statistic.
-
-  For each hidden layer `convI` the outputs are:
-    - 'convI/normalized': what the method normalizes. NormProp and weight
-      norm: the unit-norm projection W_i . x / ||W_i|| (NormProp assumes it
-      is N(0, 1)). BatchNorm: the conv output that BN standardizes with its
-      batch or moving statistics. None: the conv output.
-    - 'convI/preactivation': the input of the nonlinearity.
-    - 'convI/output': the layer's output.
-  Plus 'logits'.
-
-  Args:
-    model: a model built by `nin` (also after a .keras save and load).
-
-  Returns:
-    A `keras.Model` from the same input to a dict of tensors.
-  """
-  kind = norm_kind(model)
-  outputs = {}
-  names = [n for n in hidden_layer_names() if _has_layer(model, n)]
-  for name in names:
-    layer = model.get_layer(name)
-    if kind in ('normprop', 'weightnorm'):
-      parts = _Intermediates(layer)(layer.input)
-      outputs[f'{name}/normalized'] = parts['projection']
-      outputs[f'{name}/preactivation'] = parts['preactivation']
-      outputs[f'{name}/output'] = parts['output']
-    else:
-      outputs[f'{name}/normalized'] = layer.output
-      pre = model.get_layer(f'{name}_bn').output if kind == 'batchnorm' else (
-          layer.output)
-      outputs[f'{name}/preactivation'] = pre
-      outputs[f'{name}/output'] = model.get_layer(f'{name}_act').output
-  outputs['logits'] = model.output
-  return keras.Model(model.input, outputs, name=f'{model.name}_probe')
-
-
-class _Intermediates(keras.layers.Layer):
-  """Calls a NormProp/weight-norm layer with `return_intermediates=True`.
-
-  A second call of the same layer with a different output structure breaks
-  Keras 3.15's functional connectivity check (it sizes every node's outputs
-  from node 0), so the probe wraps the layer in an operation of its own. The
-  weights stay shared; the probe is not meant to be saved.
-  """
-
-  def __init__(self, layer):
-    super().__init__(name=f'{layer.name}_intermediates',
-                     dtype=layer.dtype_policy)
-    self.inner = layer
-
-  def call(self, inputs):
-    return self.inner(inputs, return_intermediates=True)
-
-
-def _has_layer(model, name):
-  return any(l.name == name for l in model.layers)
+  """`normprop_tf.diagnostics.probe_model`, kept here for existing callers."""
+  return diagnostics.probe_model(model)
 
 
 __all__ = ['nin', 'probe_model', 'norm_kind', 'hidden_layer_names', 'NORMS',

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import statistics
 
 RECORD_FILES = ('metrics.jsonl', 'summary.json', 'config.json',
@@ -39,6 +40,30 @@ def read_jsonl(path):
     return []
   with open(path, encoding='utf-8') as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+_OLD_GAP = re.compile(r'^hidden/([^/]+)/((?:output_)?gap_(?:mean|std))$')
+
+
+def current_metric(metric):
+  """A record's metric under today's names (docs/tensorboard.md).
+
+  Records written before the tag vocabulary was unified call the
+  statistics `hidden/<layer>/...`: the gaps are now `ics/<layer>/...` and
+  the moments `stats/<layer>/...`, with the same values.
+  """
+  if not metric.startswith('hidden/'):
+    return metric
+  gap = _OLD_GAP.match(metric)
+  if gap:
+    return f'ics/{gap.group(1)}/{gap.group(2)}'
+  return 'stats/' + metric[len('hidden/'):]
+
+
+def _current_names(rows):
+  for row in rows:
+    row['metric'] = current_metric(row['metric'])
+  return rows
 
 
 @dataclasses.dataclass
@@ -122,7 +147,9 @@ class Run:
   def probe_layers(self):
     """Hidden layers with probe records, e.g. ['conv1', ..., 'conv8']."""
     names = {r['metric'].split('/')[1] for r in self.records
-             if r['split'] == 'probe' and r['metric'].startswith('hidden/')}
+             if r['split'] == 'probe' and r['metric'].startswith('ics/') and
+             r['metric'].endswith('/gap_mean') and
+             not r['metric'].startswith('ics/mean_over_layers/')}
     return sorted(names, key=lambda n: (len(n), n))
 
 
@@ -135,7 +162,8 @@ def load_run(path):
     with open(status_path, encoding='utf-8') as f:
       exit_status = int(f.read().strip())
   return Run(name=name,
-             records=read_jsonl(os.path.join(path, 'metrics.jsonl')),
+             records=_current_names(
+                 read_jsonl(os.path.join(path, 'metrics.jsonl'))),
              summary=_read_json(os.path.join(path, 'summary.json')),
              flags=_read_json(os.path.join(path, 'flags.json')),
              config=config, exit_status=exit_status)
@@ -233,10 +261,10 @@ def mean_curve(curves):
 
 
 def layer_average(run, metric):
-  """[(step, mean over hidden layers of hidden/<layer>/<metric>)]."""
+  """[(step, mean over hidden layers of ics/<layer>/<metric>)]."""
   by_step = {}
   for layer in run.probe_layers():
-    for step, _, value in run.series('probe', f'hidden/{layer}/{metric}'):
+    for step, _, value in run.series('probe', f'ics/{layer}/{metric}'):
       by_step.setdefault(step, []).append(value)
   return [(step, math.fsum(v) / len(v)) for step, v in sorted(by_step.items())]
 

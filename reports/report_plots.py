@@ -58,13 +58,13 @@ class Panel:
 
 
 def line_panels(path, panels, xlabel, ncols=2, panel_size=(4.0, 3.0),
-                logx=False, logy=False, sharey=False):
+                logx=False, logy=False, sharey=False, sharex=False):
   """Writes a grid of line plots with legends to `path` (PNG)."""
   nrows = -(-len(panels) // ncols)
   with plt.style.context('default'), matplotlib.rc_context(rc=_RC):
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
-        squeeze=False, sharey=sharey)
+        squeeze=False, sharey=sharey, sharex=sharex)
     for i, ax in enumerate(axes.flat):
       if i >= len(panels):
         ax.set_visible(False)
@@ -76,6 +76,13 @@ def line_panels(path, panels, xlabel, ncols=2, panel_size=(4.0, 3.0),
 
 def _draw_panel(ax, panel, xlabel, logx, logy):
   for line in panel.lines:
+    if len(line.xs) == 1 and line.lo is not None:
+      # A lone point (a split evaluated once): its spread as an error bar.
+      ax.errorbar(line.xs, line.ys, yerr=[[line.ys[0] - line.lo[0]],
+                                          [line.hi[0] - line.ys[0]]],
+                  fmt='o', color=line.color, markersize=4, capsize=3,
+                  label=line.label)
+      continue
     ax.plot(line.xs, line.ys, line.style, color=line.color,
             marker=line.marker, markersize=3, linewidth=1.2,
             label=line.label)

@@ -64,8 +64,20 @@ def _seed_table(by_method):
                    'not completed'], rows)
 
 
+def _decay_epochs(by_method):
+  """[(epoch, label)] of the learning-rate decays of the runs' schedule."""
+  run = next(iter(next(iter(by_method.values())).values()))
+  length = run.config.get('length', {})
+  if run.setting('lr_schedule', 'kind') != 'step' or not length:
+    return []
+  epochs = length['total_steps'] / length['steps_per_epoch']
+  return [(fraction * epochs, 'learning-rate decay (x0.1)')
+          for fraction in run.setting('lr_schedule', 'decay_at') or ()]
+
+
 def _curves_section(ctx, by_method, fig_name, fig_text, paper):
   panels = []
+  decays = _decay_epochs(by_method)
   for split in ('validation', 'test'):
     lines = []
     for method, by_seed in by_method.items():
@@ -74,8 +86,11 @@ def _curves_section(ctx, by_method, fig_name, fig_text, paper):
         lines.append(plots.Line(METHODS[method], xs, ys, lo, hi,
                                 color=plots.COLORS[method]))
     panels.append(plots.Panel(f'{split.capitalize()} error',
-                              f'{split} error (%)', lines))
-  plots.line_panels(ctx.figure(fig_name), panels, 'epoch')
+                              f'{split} error (%)', lines, vlines=decays))
+  # One y scale: a test split evaluated once is a point on the validation
+  # curves' axes, not a zoom onto its own spread.
+  plots.line_panels(ctx.figure(fig_name), panels, 'epoch', sharey=True,
+                    sharex=True)
   lines = [f'![{fig_text}](figures/{fig_name})'] + md.caption(
       ctx, fig_text, paper)
   curves = {m: _error_curves(s, 'test') for m, s in by_method.items()}
@@ -230,7 +245,7 @@ def exp3_ics(ctx):
       for method, run in by_method.items():
         for metric, style, label in (('gap_mean', '-', 'mean'),
                                      ('gap_std', '--', 'std')):
-          points = run.series('probe', f'hidden/{layer}/{metric}')
+          points = run.series('probe', f'ics/{layer}/{metric}')
           panel_lines.append(plots.Line(
               f'{METHODS[method]} |{label} gap|', [p[0] for p in points],
               [p[2] for p in points], color=plots.COLORS[method],
@@ -238,10 +253,11 @@ def exp3_ics(ctx):
       panels.append(plots.Panel(layer, 'gap', panel_lines,
                                 legend=not panels))
     plots.line_panels(ctx.figure('exp3_ics_layers.png'), panels,
-                      'iteration', ncols=4, panel_size=(3.2, 2.6), logy=True)
+                      'iteration', ncols=4, panel_size=(3.2, 2.6), logy=True,
+                      sharey=True)
     lines += ['![ICS per layer](figures/exp3_ics_layers.png)']
     lines += md.caption(ctx, 'The same gaps per hidden layer (solid: mean, '
-                        'dashed: std; log scale).',
+                        'dashed: std; log scale, shared by all panels).',
                         "Analogue of the paper's Figure 2")
     header, rows = ['iteration'], []
     columns = []
@@ -305,6 +321,39 @@ SPEED_NAMES = {'normprop': 'NormProp', 'batchnorm': 'BN',
                'batchnorm_folded': 'BN folded'}
 
 
+def _speed_figure(ctx, rows):
+  """Throughput relative to the plain network, per batch size."""
+  plain = {(r['width'], r['batch'], k): r.get(f'{k}_sec_per_step')
+           for r in rows if r['variant'] == 'plain' for k in ('train', 'infer')}
+  panels = []
+  for width in sorted({r['width'] for r in rows}):
+    for kind, title in (('train', 'training'), ('infer', 'inference')):
+      panel_lines = []
+      for variant in SPEED_VARIANTS:
+        points = sorted(
+            (r['batch'], plain[(width, r['batch'], kind)] /
+             r[f'{kind}_sec_per_step']) for r in rows
+            if r['width'] == width and r['variant'] == variant and
+            r.get(f'{kind}_sec_per_step') and
+            plain.get((width, r['batch'], kind)))
+        if points:
+          panel_lines.append(plots.Line(
+              SPEED_NAMES[variant], [b for b, _ in points],
+              [v for _, v in points],
+              color=plots.COLORS.get(variant.replace('_folded', '')),
+              style='--' if variant.endswith('_folded') else '-'))
+      panels.append(plots.Panel(f'{title}, width {width}',
+                                'speed / plain (higher is faster)',
+                                panel_lines))
+  plots.line_panels(ctx.figure('exp5_speed.png'), panels, 'batch size',
+                    logx=True, sharey=True)
+  return ['![speed](figures/exp5_speed.png)'] + md.caption(
+      ctx, 'Throughput relative to the plain network of the same width '
+      '(plain seconds per step / variant seconds per step; 1 = as fast as '
+      'plain), vs batch size, NIN on CIFAR shapes.',
+      "Analogue of the paper's Figure 5 and of the abstract's speed claim")
+
+
 def exp5_speed(ctx):
   lines = ['## 5. Speed: seconds per training step', '',
            'All variants in one process, interleaved, median of the '
@@ -326,30 +375,7 @@ def exp5_speed(ctx):
             f'{first.get("repetitions", "?")} (training) and '
             f'{first.get("inference_repetitions", first.get("repetitions", "?"))}'
             ' (inference) repetitions per cell.', '']
-  widths = sorted({r['width'] for r in rows})
-  panels = []
-  for width in widths:
-    for kind, title in (('train', 'training step'), ('infer', 'inference')):
-      panel_lines = []
-      for variant in SPEED_VARIANTS:
-        points = sorted((r['batch'], r[f'{kind}_sec_per_step'])
-                        for r in rows if r['width'] == width
-                        and r['variant'] == variant
-                        and r.get(f'{kind}_sec_per_step') is not None)
-        if points:
-          panel_lines.append(plots.Line(
-              SPEED_NAMES[variant], [b for b, _ in points],
-              [s for _, s in points],
-              color=plots.COLORS.get(variant.replace('_folded', '')),
-              style='--' if variant.endswith('_folded') else '-'))
-      panels.append(plots.Panel(f'{title}, width {width}',
-                                'seconds per step', panel_lines))
-  plots.line_panels(ctx.figure('exp5_speed.png'), panels, 'batch size',
-                    logx=True, logy=True)
-  lines += ['![speed](figures/exp5_speed.png)'] + md.caption(
-      ctx, 'Seconds per step vs batch size (median; log-log), NIN on CIFAR '
-      'shapes.', "Analogue of the paper's Figure 5 and of the "
-      "abstract's speed claim")
+  lines += _speed_figure(ctx, rows)
   plain = {(r['width'], r['batch'], k): r.get(f'{k}_sec_per_step')
            for r in rows if r['variant'] == 'plain' for k in ('train', 'infer')}
   bn = {(r['width'], r['batch']): r.get('train_sec_per_step')

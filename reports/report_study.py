@@ -4,7 +4,7 @@ One factor changes per variant (gin/reduced/study_*.gin, against the
 baselines convergence_{normprop,batchnorm}); each has 2 seeds. Settings are
 compared on **validation** error; the test split is evaluated once, at the
 end of each run, and only reported. The hidden-statistics gaps are those of
-the last probe of each run (`hidden/<layer>/gap_mean` and `gap_std`).
+the last probe of each run (`ics/<layer>/gap_mean` and `gap_std`).
 """
 
 import dataclasses
@@ -74,8 +74,8 @@ def final_gaps(run):
   """{layer: (gap_mean, gap_std)} at the run's last probe."""
   out = {}
   for layer in run.probe_layers():
-    means = run.series('probe', f'hidden/{layer}/gap_mean')
-    stds = run.series('probe', f'hidden/{layer}/gap_std')
+    means = run.series('probe', f'ics/{layer}/gap_mean')
+    stds = run.series('probe', f'ics/{layer}/gap_std')
     if means and stds:
       out[layer] = (means[-1][2], stds[-1][2])
   return out

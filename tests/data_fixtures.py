@@ -20,6 +20,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from normprop_tf.data import stats as stats_lib
 from normprop_tf.data.preparation import preparer as prepare_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -104,3 +105,16 @@ def reference(subset_members):
     out[split] = (np.stack([decode(subset_members[n]) for n in names]),
                   np.array([CLASSES.index(n.split('/')[1]) for n in names]))
   return out
+
+
+def fixture_bindings(data_dir):
+  """Gin bindings that point a run at the `prepared` fixture as it is.
+
+  A data_dir is reused only with the arguments it was prepared with, so a
+  config with other preparation settings (smoke.gin's subset, the default
+  validation size) is told the fixture's.
+  """
+  return [f"dataset.data_dir = '{data_dir}'",
+          f'dataset.validation_size = {VALIDATION_SIZE}',
+          'dataset.subset_per_class = None', "dataset.jpeg_idct = 'accurate'",
+          f'dataset.zca_epsilon = {stats_lib.ZCA_EPSILON}']

@@ -54,6 +54,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.data_fixtures import fixture_bindings
+
 pytest_plugins = ('tests.data_fixtures',)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -74,7 +76,7 @@ def _free_ports(n):
 def _command(data_dir, model_dir, steps, checkpoint_every, multi_worker,
              input_sharding='batches'):
   bindings = [
-      f"dataset.data_dir = '{data_dir}'", 'dataset.source = None',
+      *fixture_bindings(data_dir), 'dataset.source = None',
       f'train/input_pipeline.global_batch_size = {GLOBAL_BATCH}', 'trainer.epochs = None',
       f'trainer.train_steps = {steps}',
       f'trainer.checkpoint_every_steps = {checkpoint_every}',
@@ -180,7 +182,7 @@ def test_two_workers_match_one_process_and_only_the_chief_writes(
   assert _files(multi_dir) == _files(single_dir)
   assert not [p for p in multi_dir.rglob('*') if 'tmp_worker' in p.name]
   events = list(multi_dir.rglob('events.out.tfevents.*'))
-  assert len(events) >= 5  # root (hparams), train, probe, validation, test
+  assert len(events) >= 4  # root (hparams), train (and probe), validation, test
   for path in events:
     assert int(path.name.split('.')[-3]) == chief_pid, path
   flags = json.loads((multi_dir / 'flags.json').read_text())
@@ -194,7 +196,13 @@ def test_two_workers_match_one_process_and_only_the_chief_writes(
   assert reference['hardware']['replicas'] == 1
   assert summary['steps'] == reference['steps'] == steps
 
-  # Same global batches: the losses and the weights agree to round-off.
+  # Same global batches: the losses agree to float32 round-off for the
+  # first steps (measured: <= 1.1e-7 relative through step 6). Later steps
+  # drift apart (measured: 5e-6 at step 7, at most 3.9e-4 by step 12, with
+  # or without the learning-rate decay): 1e-7 differences in the batched
+  # convolutions break exact ties in max pooling (saturated JPEG pixels give
+  # equal outputs), which routes a gradient to another tap. A wrong global
+  # batch would differ by ~1e-2 from step 1.
   losses, reference_losses = _losses(multi_dir), _losses(single_dir)
   assert losses.keys() == reference_losses.keys()
   assert len([k for k in losses if k[0] == 'train']) == steps
@@ -203,13 +211,16 @@ def test_two_workers_match_one_process_and_only_the_chief_writes(
                    zip(_weights(multi_dir), _weights(single_dir)))
   print(f'max relative loss gap {max(gaps.values()):.2e}, max absolute '
         f'weight gap {weight_gap:.2e}')
-  assert max(gaps.values()) < 1e-5, gaps
-  assert weight_gap < 1e-5
-  # Identical error rates: a flipped prediction would need two logits
-  # closer than the ~1e-6 round-off.
-  for split in ('validation', 'test'):
-    assert summary['final'][split]['error'] == (
-        reference['final'][split]['error'])
+  early = [g for (split, step), g in gaps.items()
+           if split == 'train' and step <= 6]
+  assert max(early) < 1e-6, gaps
+  assert max(gaps.values()) < 2e-3, gaps
+  assert weight_gap < 2e-3
+  # The same error rates, give or take the one prediction such a drift can
+  # flip (two logits closer than ~1e-3).
+  for split, count in (('validation', 50), ('test', 100)):
+    assert abs(summary['final'][split]['error'] -
+               reference['final'][split]['error']) <= 1 / count + 1e-12
 
 
 @pytest.mark.parametrize('victim', [1, 0])

@@ -37,6 +37,8 @@ from normprop_tf.training import gin_config as gin_utils
 from normprop_tf.training import strategies
 from normprop_tf.utils import checks
 
+from tests.data_fixtures import fixture_bindings
+
 pytest_plugins = ('tests.data_fixtures',)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -115,7 +117,7 @@ def test_global_batch_rules():
 
 def _build(model_dir, strategy, data_dir, *bindings):
   gin.clear_config()
-  gin_utils.parse([], [f"dataset.data_dir = '{data_dir}'", 'nin.width = 0.05',
+  gin_utils.parse([], [*fixture_bindings(data_dir), 'nin.width = 0.05',
                        'trainer.train_steps = 1', *bindings])
   previous = keras.config.dtype_policy()
   try:
@@ -155,7 +157,7 @@ def test_mixed_bfloat16_is_a_gin_setting_and_trains(prepared, tmp_path,
                                                      _clean_gin):
   data_dir, _ = prepared
   gin_utils.parse([str(ROOT / 'gin' / 'smoke.gin')], [
-      f"dataset.data_dir = '{data_dir}'", 'dataset.source = None',
+      *fixture_bindings(data_dir), 'dataset.source = None',
       "experiment.precision_policy = 'mixed_bfloat16'", 'nin.width = 0.05',
       'trainer.epochs = None', 'trainer.train_steps = 2',
       'train/input_pipeline.global_batch_size = 16',

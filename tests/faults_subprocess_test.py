@@ -210,7 +210,7 @@ def test_kill_point_states_resume_with_unique_records(prepared, tmp_path):
   assert 'half-written last line' in proc.stderr
   keys = _keys(model_dir)
   assert len(keys) == len(set(keys))
-  assert (0, 'probe', 'hidden/conv1/gap_mean') in keys
+  assert (0, 'probe', 'ics/conv1/gap_mean') in keys
 
 
 def test_resume_onto_a_reprepared_data_dir_and_a_corrupt_shard(

@@ -21,11 +21,14 @@ import pytest
 import tensorflow as tf
 
 from normprop_tf import models
+from normprop_tf.data import stats as stats_lib
 from normprop_tf.training import errors
 from normprop_tf.training import experiment
 from normprop_tf.training import gin_config as gin_utils
 
-pytest_plugins = ('tests.data_fixtures',)
+from tests.data_fixtures import VALIDATION_SIZE
+
+pytest_plugins = ("tests.data_fixtures",)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GIN = ROOT / 'gin'
@@ -143,6 +146,11 @@ def test_builds_model_and_dataset(path, prepared, tmp_path):
       "dataset.name = 'cifar10'",
       f"dataset.data_dir = '{data_dir}'",
       'dataset.source = None',
+      # The fixture's preparation; an experiment's own would re-prepare.
+      f'dataset.validation_size = {VALIDATION_SIZE}',
+      'dataset.subset_per_class = None',
+      f'dataset.zca_epsilon = {stats_lib.ZCA_EPSILON}',
+      "dataset.jpeg_idct = 'accurate'",
       'nin.width = 0.05',
       f'train/input_pipeline.global_batch_size = {min(10, batch)}',
       'hidden_stats.probe_batch_size = 8',

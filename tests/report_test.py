@@ -98,10 +98,15 @@ def _write_run(runs_dir, name, gin, seed=0, errors=(), lr=0.01, batch=50,
     rec(step, 'train', 'error', train)
     rec(step, 'validation', 'error', val)
     rec(step, 'test', 'error', test)
+  # BN runs under the records' older names (hidden/...), the others under
+  # today's (ics/...): the report reads both the same.
+  prefix = 'hidden' if 'batchnorm' in gin else 'ics'
   for step, (gap_mean, gap_std) in sorted((probe or {}).items()):
     for layer in ('conv1', 'conv2', 'conv10'):
-      rec(step, 'probe', f'hidden/{layer}/gap_mean', gap_mean)
-      rec(step, 'probe', f'hidden/{layer}/gap_std', gap_std)
+      rec(step, 'probe', f'{prefix}/{layer}/gap_mean', gap_mean)
+      rec(step, 'probe', f'{prefix}/{layer}/gap_std', gap_std)
+    if prefix == 'ics':
+      rec(step, 'probe', 'ics/mean_over_layers/gap_mean', gap_mean)
   (run_dir / 'metrics.jsonl').write_text(
       ''.join(json.dumps(r) + '\n' for r in rows))
   gin_file = f'gin/reduced/{gin}.gin'

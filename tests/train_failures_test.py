@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.data_fixtures import fixture_bindings
+
 pytest_plugins = ('tests.data_fixtures',)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -52,7 +54,7 @@ def test_unknown_gin_binding_is_named(tmp_path):
 
 def test_missing_dataset_prints_the_prepare_command(tmp_path):
   data_dir = tmp_path / 'no_data'
-  proc, _ = _train(tmp_path / 'run', f"dataset.data_dir = '{data_dir}'",
+  proc, _ = _train(tmp_path / 'run', *fixture_bindings(data_dir),
                    'dataset.source = None')
   message = _error(proc)
   assert (f'python -m data_prep.prepare --dataset=cifar10 '
@@ -66,7 +68,7 @@ def test_non_finite_loss_names_the_step_and_keeps_the_checkpoint(
   model_dir = tmp_path / 'run'
   # A plain network at a huge learning rate: step 1 is finite, then the
   # logits overflow.
-  proc, _ = _train(model_dir, f"dataset.data_dir = '{data_dir}'",
+  proc, _ = _train(model_dir, *fixture_bindings(data_dir),
                    'dataset.source = None', "nin.norm = 'plain'",
                    'optimizer.learning_rate = 1e8',
                    'trainer.checkpoint_every_steps = 1')

@@ -26,7 +26,9 @@ import numpy as np
 import pytest
 
 from normprop_tf import data
+from normprop_tf import models
 from normprop_tf.training import config as cfg
+from normprop_tf.training import hidden_stats
 from normprop_tf.training import optimization
 from reports import report_lib
 
@@ -89,6 +91,20 @@ def test_two_epochs_complete_with_records_the_report_reads(jax_run):
   assert summary['hardware']['device_kind'] and 'jax' in summary['hardware']
   assert run.flags['keras_backend'] == 'jax'
   assert run.config['model']['width'] == 0.1
+
+
+def test_hidden_statistics_have_the_tensorflow_paths_tags_and_cadence(
+    jax_run):
+  tmp, _ = jax_run
+  run = report_lib.load_run(str(tmp / 'run'))
+  # hidden_stats.every_steps = 10 in smoke.gin: step 0, every 10, the end.
+  assert [s for s, _, _ in run.series('probe', 'ics/conv1/gap_std')] == [
+      0, 10, 20, 28]
+  probe = {r['metric'] for r in run.records if r['split'] == 'probe'}
+  model = models.nin('normprop', width=0.1)
+  images = np.zeros((2, 32, 32, 3), np.float32)
+  expected, _ = hidden_stats.HiddenStats(model, images).compute()
+  assert probe == set(expected)
 
 
 def test_split_statistics_and_schedule_equal_the_tensorflow_path(jax_run,

@@ -30,6 +30,8 @@ import keras
 import numpy as np
 import pytest
 
+from tests.data_fixtures import fixture_bindings
+
 pytest_plugins = ('tests.data_fixtures',)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -39,7 +41,7 @@ TIMING = ('sec_per_step', 'images_per_sec')
 
 def _command(data_dir, model_dir, norm):
   bindings = [
-      f"dataset.data_dir = '{data_dir}'", 'dataset.source = None',
+      *fixture_bindings(data_dir), 'dataset.source = None',
       f"nin.norm = '{norm}'", 'train/input_pipeline.augment = True', 'nin.dropout = 0.3',
       'trainer.epochs = None', f'trainer.train_steps = {TOTAL_STEPS}',
       'trainer.checkpoint_every_steps = 10', 'trainer.eval_every_steps = 20',

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from normprop_tf import diagnostics
 from normprop_tf import models
 from normprop_tf.training import builders
 from normprop_tf.training import config as cfg
@@ -28,6 +29,8 @@ from normprop_tf.training import summaries
 from normprop_tf.training import strategies
 from normprop_tf.utils import checks
 
+from tests.data_fixtures import VALIDATION_SIZE
+
 pytest_plugins = ('tests.data_fixtures',)
 
 
@@ -38,67 +41,45 @@ def _clean_gin():
   gin.clear_config()
 
 
-def _moments(x):
-  x = np.asarray(x, np.float64)
-  axes = tuple(range(x.ndim - 1))
-  return x.mean(axis=axes), x.std(axis=axes)
-
-
-def test_normprop_gap_is_distance_from_unit_statistics():
+@pytest.mark.parametrize('norm', ['normprop', 'batchnorm'])
+def test_hidden_stats_in_a_tf_function_equal_the_eager_diagnostics(norm):
+  """The loop's compiled statistics are `diagnostics`' (tested there)."""
   keras.utils.set_random_seed(1)
-  model = models.nin('normprop', width=0.1)
+  model = models.nin(norm, width=0.1)
   images = np.random.default_rng(0).standard_normal(
       (16, 32, 32, 3)).astype(np.float32)
   scalars, histograms = layer_stats.HiddenStats(model, images).compute()
-  outputs = models.probe_model(model)(images)
-  for layer in ('conv1', 'conv5', 'conv8'):
-    mean, std = _moments(outputs[f'{layer}/normalized'])
-    assert scalars[f'hidden/{layer}/gap_mean'] == pytest.approx(
-        np.mean(np.abs(mean)), rel=1e-4, abs=1e-6)
-    assert scalars[f'hidden/{layer}/gap_std'] == pytest.approx(
-        np.mean(np.abs(std - 1)), rel=1e-4, abs=1e-6)
-    out_mean, out_std = _moments(outputs[f'{layer}/output'])
-    assert scalars[f'hidden/{layer}/output_gap_std'] == pytest.approx(
-        np.mean(np.abs(out_std - 1)), rel=1e-4, abs=1e-6)
-    assert scalars[f'hidden/{layer}/output/mean'] == pytest.approx(
-        np.mean(out_mean), rel=1e-4, abs=1e-6)
-    assert histograms[f'hidden/{layer}/output'].size <= 4096
-  # At initialization on Gaussian input the first projection is ~N(0, 1).
-  assert scalars['hidden/conv1/gap_std'] < 0.15
-
-
-def test_batchnorm_gap_uses_the_moving_statistics():
-  keras.utils.set_random_seed(1)
-  model = models.nin('batchnorm', width=0.1)
-  rng = np.random.default_rng(0)
-  images = (3 * rng.standard_normal((16, 32, 32, 3)) + 1).astype(np.float32)
-  bn = model.get_layer('conv2_bn')
-  bn.moving_mean.assign(rng.standard_normal(bn.moving_mean.shape))
-  bn.moving_variance.assign(rng.uniform(0.5, 2, bn.moving_variance.shape))
-  scalars, _ = layer_stats.HiddenStats(model, images).compute()
-  x = models.probe_model(model)(images)['conv2/normalized']
-  mean, std = _moments(x)
-  scale = np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
-  expected_mean = np.mean(np.abs((mean - bn.moving_mean.numpy()) / scale))
-  expected_std = np.mean(np.abs(std / scale - 1))
-  assert scalars['hidden/conv2/gap_mean'] == pytest.approx(expected_mean,
-                                                           rel=1e-4)
-  assert scalars['hidden/conv2/gap_std'] == pytest.approx(expected_std,
-                                                          rel=1e-4)
-  assert 'hidden/conv2/output_gap_mean' not in scalars
-
-
-def test_weight_histograms_are_per_unit_kernel_norms():
-  model = models.nin('normprop', width=0.1)
-  hist = layer_stats.weight_histograms(model)
-  kernel = model.get_layer('conv1').kernel.numpy()
+  probe = diagnostics.probe_model(model)
+  expected, _ = diagnostics.summarize(
+      diagnostics.statistics(probe(images)), probe.unit_kinds)
+  assert scalars.keys() == expected.keys()
+  for tag, value in expected.items():
+    assert scalars[tag] == pytest.approx(value, rel=1e-5, abs=1e-6), tag
+  assert {'ics/mean_over_layers/gap_mean', 'ics/conv8/gap_std'} <= set(
+      scalars)
   np.testing.assert_allclose(
-      hist['weights/conv1/kernel_norm'],
-      np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), axis=0),
-      rtol=1e-6)
-  assert 'weights/conv1/gamma' in hist
-  bn = layer_stats.weight_histograms(models.nin('batchnorm', width=0.1))
-  assert 'weights/conv1_bn/gamma' in bn
+      histograms['weights/conv1/kernel_norm'],
+      diagnostics.weight_statistics(model)['weights/conv1/kernel_norm'])
+  assert histograms['stats/conv3/output'].size <= 4096
+
+
+def test_event_writers_describe_scalars_and_show_error_in_percent(tmp_path):
+  events = summaries.EventWriters(str(tmp_path))
+  events.scalars('validation', 3, {'error': 0.25, 'loss': 1.5})
+  events.scalars('probe', 3, {'ics/conv1/gap_std': 0.125})
+  events.close()
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  def read(run):
+    acc = event_accumulator.EventAccumulator(str(tmp_path / run))
+    acc.Reload()
+    return acc
+  validation = read('validation')
+  assert tf.make_ndarray(validation.Tensors('error')[0].tensor_proto) == 25.0
+  assert 'percent' in validation.SummaryMetadata('error').summary_description
+  assert tf.make_ndarray(validation.Tensors('loss')[0].tensor_proto) == 1.5
+  # The records' split 'probe' is shown in the train run.
+  assert not (tmp_path / 'probe').exists()
+  assert read('train').Tensors('ics/conv1/gap_std')[0].step == 3
 
 
 def test_step_decay_boundaries_are_fractions_of_training():
@@ -131,6 +112,7 @@ def _run(model_dir, data_dir, *bindings, build_only=False):
   """Trains (or only builds) with the bindings, on the prepared subset."""
   gin.clear_config()
   gin_config.parse([], [f"dataset.data_dir = '{data_dir}'", 'nin.width = 0.05',
+                        f'dataset.validation_size = {VALIDATION_SIZE}',
                         *bindings])
   strategy = tf.distribute.get_strategy()
   if not build_only:

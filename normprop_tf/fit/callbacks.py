@@ -8,25 +8,27 @@ TensorFlow path's trainer (`records.Recorder` rows in metrics.jsonl):
   sec_per_step, images_per_sec; and a progress line with an ETA;
 - every `eval_every_steps` steps (and at the end), the validation split
   (and the test split if `eval_test`), evaluated exactly over the whole
-  split: loss, accuracy, error, learning_rate, sec_per_step, images_per_sec;
+  split: loss, accuracy, error;
 - it stops training at `total_steps`, which need not be a whole epoch.
 
-No hidden-layer statistics: the probe of the TensorFlow path uses
-TensorFlow.
+`ProbeRecorder` records the hidden-layer statistics under split 'probe'
+with the same tags and cadence as the TensorFlow path (at step 0, every
+`hidden_stats.every_steps` steps and at the end), computed by
+`normprop_tf.diagnostics` in keras.ops.
 """
 
-import math
 import time
 
 import keras
 import numpy as np
 
+from normprop_tf import callbacks as public_callbacks
 from normprop_tf.fit import inputs
 from normprop_tf.training import optimization
 
 
 def evaluate(model, images, labels, batch_size, minibatch=False):
-  """Exact mean loss, accuracy and error over a split, and its speed."""
+  """Exact mean loss, accuracy and error over a split, and its seconds."""
   start = time.perf_counter()
   loss_sum, correct = 0.0, 0
   for i in range(0, len(labels), batch_size):
@@ -41,10 +43,8 @@ def evaluate(model, images, labels, batch_size, minibatch=False):
     correct += int((logits.argmax(axis=1) == y).sum())
   seconds = time.perf_counter() - start
   count = max(len(labels), 1)
-  batches = max(math.ceil(len(labels) / batch_size), 1)
   return {'loss': loss_sum / count, 'accuracy': correct / count,
-          'error': 1.0 - correct / count, 'sec_per_step': seconds / batches,
-          'images_per_sec': count / max(seconds, 1e-9)}, seconds
+          'error': 1.0 - correct / count}, seconds
 
 
 def _crossed(step, done, every):
@@ -138,7 +138,28 @@ class RunRecorder(keras.callbacks.Callback):
     """Evaluates and records `split` at the current step; returns seconds."""
     metrics, seconds = evaluate(self.model, *self.eval_splits[split],
                                 self.s['eval_batch_size'], self.s['minibatch'])
-    metrics['learning_rate'] = self._learning_rate()
     self.recorder.scalars(split, self.step, self._epoch(), metrics)
     self.last[split] = metrics
     return seconds
+
+
+class ProbeRecorder(public_callbacks.HiddenStatistics):
+  """`HiddenStatistics` whose scalars go to the run's records (split 'probe').
+
+  Args:
+    recorder: the run's `records.Recorder`.
+    probe_images: the preprocessed probe batch.
+    every_steps: the cadence (`hidden_stats.every_steps`, positive).
+    steps_per_epoch: to record each row's epoch.
+  """
+
+  def __init__(self, recorder, probe_images, every_steps, steps_per_epoch):
+    super().__init__(probe_images, every_steps=every_steps, histograms=False)
+    self.recorder = recorder
+    self.steps_per_epoch = steps_per_epoch
+
+  def log_now(self):
+    scalars = super().log_now()
+    self.recorder.scalars('probe', self._step,
+                          self._step / self.steps_per_epoch, scalars)
+    return scalars

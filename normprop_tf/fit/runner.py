@@ -151,6 +151,18 @@ def _summary(name, configs, data, schedule, recorder_cb, seconds, model):
   }
 
 
+def _probe(configs, x, recorder, steps_per_epoch):
+  """[the hidden-statistics recorder], or [] when `hidden_stats` is off."""
+  every = configs.probe.every_steps
+  if not every or 'validation' not in x:
+    return []
+  images = x['validation'][:configs.probe.probe_batch_size]
+  if configs.train_input.preprocessing == 'minibatch':
+    images = inputs.minibatch_standardize(images)  # As the TF path's probe.
+  return [callbacks_lib.ProbeRecorder(recorder, images, every,
+                                      steps_per_epoch)]
+
+
 def run(model_dir, name, configs=None):
   """Trains one gin experiment with `model.fit`; returns the summary.
 
@@ -196,12 +208,13 @@ def run(model_dir, name, configs=None):
       recorder, progress, schedule,
       {s: (x[s], data.splits[s][1]) for s in ('validation', 'test')
        if s in x})
+  hooks = [recorder_cb] + _probe(configs, x, recorder, steps_per_epoch)
   logging.info('Training %s for %d steps (%d per epoch, global batch %d) on '
                'Keras %s (%s); model_dir=%s', name, total_steps,
                steps_per_epoch, batch, keras.__version__,
                keras.backend.backend(), model_dir)
   start = time.monotonic()
-  model.fit(train, epochs=1, verbose=0, callbacks=[recorder_cb])
+  model.fit(train, epochs=1, verbose=0, callbacks=hooks)
   train_seconds = time.monotonic() - start
   if 'test' in x and 'test' not in recorder_cb.last:
     recorder_cb.evaluate('test')

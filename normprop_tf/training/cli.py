@@ -36,6 +36,16 @@ def _fail(message):
   return 1
 
 
+def print_config(gin_files, gin_bindings):
+  """Prints every bindable setting with its value; returns the exit status."""
+  try:
+    gin_config.parse(gin_files, gin_bindings)
+    print(config.settings_text(config.Configs.from_gin()), end='')
+  except _USER_ERRORS as e:
+    return _fail(errors.user_message(e))
+  return 0
+
+
 def _flags(model_dir, gin_files, gin_bindings, command):
   records.write_json(os.path.join(model_dir, records.FLAGS_FILE), {
       'gin_file': list(gin_files), 'gin_bindings': list(gin_bindings),

@@ -325,6 +325,30 @@ class Configs:
     return configs
 
 
+def settings_text(configs):
+  """Every setting one can bind, as gin lines with the values in force.
+
+  What `python -m normprop_tf.train --print_config` prints: the defaults
+  with the given gin files and bindings applied.
+  """
+  components = (('strategy', StrategyConfig()), ('experiment', configs.runtime),
+                ('dataset', configs.data), ('train/input_pipeline',
+                                            configs.train_input),
+                ('eval/input_pipeline', configs.eval_input),
+                ('optimizer', configs.optimizer),
+                ('lr_schedule', configs.schedule),
+                ('trainer', configs.trainer),
+                ('hidden_stats', configs.probe))
+  lines = ['# Every setting, as bound now (docs/configuration.md says what '
+           'each means).', '', '# nin: the model']
+  lines += [f'nin.{k} = {v!r}' for k, v in model_settings().items()]
+  for name, component in components:
+    lines += ['', f'# {name}: {type(component).__doc__.splitlines()[0]}']
+    lines += [f'{name}.{f.name} = {getattr(component, f.name)!r}'
+              for f in dataclasses.fields(component)]
+  return '\n'.join(lines) + '\n'
+
+
 def run_settings(configs, info, steps_per_epoch, total_steps):
   """config.json: what defines the run, by component, with plain keys."""
   asdict = dataclasses.asdict

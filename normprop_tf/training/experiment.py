@@ -60,6 +60,15 @@ class Experiment:
   def is_chief(self):
     return strategies.is_chief(self.strategy)
 
+  @property
+  def run_name(self):
+    """What the console and TensorBoard call the run (model_dir's name)."""
+    return identity.run_name(self.model_dir)
+
+  @property
+  def trial_id(self):
+    return identity.trial_id(self.model_dir, self.settings)
+
 
 def _prepare_data(configs, chief):
   data = configs.data

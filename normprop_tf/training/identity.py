@@ -10,6 +10,7 @@ each difference. Cadence and logging (`trainer` intervals, `hidden_stats`,
 `eval/input_pipeline`) may change between reruns.
 """
 
+import hashlib
 import json
 import os
 
@@ -40,6 +41,21 @@ def defining(settings):
       if key in values:
         flat[f'{group}.{key}'] = json.dumps(values[key], sort_keys=True)
   return flat
+
+
+def run_name(model_dir):
+  """The run's name on the console and in TensorBoard: model_dir's basename."""
+  return os.path.basename(os.path.normpath(model_dir)) or model_dir
+
+
+def trial_id(model_dir, settings):
+  """The run's HParams trial: '<run name>-<digest of its defining settings>'.
+
+  Two runs of one gin file that differ by a binding (a seed, a learning
+  rate) are two trials, and so are two runs in different directories.
+  """
+  text = json.dumps(defining(settings), sort_keys=True)
+  return f'{run_name(model_dir)}-{hashlib.sha256(text.encode()).hexdigest()[:8]}'
 
 
 def differences(old, new):

@@ -236,15 +236,16 @@ def flag_reducer(strategy):
   """A function bool -> bool: whether any worker's flag is set; None alone.
 
   Several workers must stop after the same step (a preemption signal reaches
-  one of them): the flag is all-reduced with MAX, once per call, by every
-  worker. Without a cluster there is nothing to agree on.
+  one of them): the 0/1 flags are all-reduced with SUM (tf.distribute
+  reduces only by SUM or MEAN), once per call, by every worker; any set flag
+  makes the sum positive. Without a cluster there is nothing to agree on.
   """
   if worker_count(strategy) < 2:
     return None
 
   @tf.function
-  def reduce_max(flag):
+  def reduce_sum(flag):
     value = strategy.run(lambda f: f, args=(flag,))
-    return strategy.reduce('MAX', value, axis=None)
+    return strategy.reduce('SUM', value, axis=None)
 
-  return lambda flag: bool(reduce_max(tf.constant(1.0 if flag else 0.0)) > 0)
+  return lambda flag: bool(reduce_sum(tf.constant(1.0 if flag else 0.0)) > 0)

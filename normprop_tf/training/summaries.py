@@ -1,16 +1,27 @@
 """TensorBoard event writers of a run, one per split, and the machine info.
 
 `EventWriters` is what a `records.Recorder` writes its scalars through: one
-`tf.summary` file writer per run directory (`train/`, `validation/`,
-`test/`, `probe/`, and '' for the run's root), created on first use. On
-non-chief workers every writer is a no-op.
+`tf.summary` file writer per TensorBoard run (`train/`, `validation/`,
+`test/`, and '' for the run's root, which holds HParams, the operative
+config and the custom-scalars layout), created on first use. The records'
+split 'probe' (hidden-layer statistics) is shown in the train run: it
+describes the model being trained, and a run of its own would only add a
+colour. Every scalar carries its description from `normprop_tf.tags`, and
+error is written in percent. On non-chief workers every writer is a no-op.
 """
 
 import os
 
 import tensorflow as tf
 
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.custom_scalar import metadata as cs_metadata
+
+from normprop_tf import tags
 from normprop_tf.utils import hardware
+
+# Records' splits shown in another TensorBoard run.
+_RUN_OF_SPLIT = {'probe': 'train'}
 
 
 class _NullWriter:
@@ -41,16 +52,27 @@ class EventWriters:
 
   def writer(self, split):
     """The summary writer of `split`; '' is the run's root directory."""
-    if split not in self._writers:
-      self._writers[split] = (
-          tf.summary.create_file_writer(os.path.join(self.model_dir, split))
+    run = _RUN_OF_SPLIT.get(split, split)
+    if run not in self._writers:
+      self._writers[run] = (
+          tf.summary.create_file_writer(os.path.join(self.model_dir, run))
           if self.enabled else _NullWriter())
-    return self._writers[split]
+    return self._writers[run]
 
   def scalars(self, split, step, values):
+    """Writes {tag: value}, described, error in percent."""
+    write_scalars(self.writer(split), step, values)
+
+  def histograms(self, split, step, values):
+    """Writes {tag: array} as described histograms."""
     with self.writer(split).as_default(step=step):
-      for name, value in values.items():
-        tf.summary.scalar(name, value)
+      for tag, value in values.items():
+        tf.summary.histogram(tag, value, description=tags.describe(tag))
+
+  def custom_scalars(self, units):
+    """The covariate-shift layout (`tags.custom_scalars_layout`) at the root."""
+    if self.enabled:
+      write_layout(self.writer(''), units)
 
   def flush(self):
     for writer in self._writers.values():
@@ -59,6 +81,29 @@ class EventWriters:
   def close(self):
     for writer in self._writers.values():
       writer.close()
+
+
+def write_scalars(writer, step, values):
+  """{tag: value} through `writer`, described, error in percent."""
+  with writer.as_default(step=step):
+    for tag, value in values.items():
+      tf.summary.scalar(tag, tags.display_value(tag, value),
+                        description=tags.describe(tag))
+
+
+def write_layout(writer, units):
+  """Writes `tags.custom_scalars_layout(units)` for the custom-scalar plugin."""
+  layout = layout_pb2.Layout(category=[
+      layout_pb2.Category(title=category['title'], chart=[
+          layout_pb2.Chart(title=chart['title'],
+                           multiline=layout_pb2.MultilineChartContent(
+                               tag=chart['tags']))
+          for chart in category['charts']])
+      for category in tags.custom_scalars_layout(units)])
+  with writer.as_default(step=0):
+    tf.summary.write(
+        cs_metadata.CONFIG_SUMMARY_TAG, tf.constant(layout.SerializeToString()),
+        metadata=cs_metadata.create_summary_metadata().SerializeToString())
 
 
 def hardware_info(strategy=None):

@@ -31,7 +31,6 @@ import tensorflow as tf
 from normprop_tf.training import artifacts
 from normprop_tf.training import builders
 from normprop_tf.training import errors
-from normprop_tf.training import hidden_stats as hidden_lib
 from normprop_tf.training import preemption
 from normprop_tf.training import progress as progress_lib
 from normprop_tf.training import records
@@ -78,7 +77,7 @@ class Trainer:
     self.recorder = records.Recorder(
         e.model_dir, e.configs.runtime.seed, e.name, enabled=e.is_chief,
         events=summaries.EventWriters(e.model_dir, enabled=e.is_chief))
-    self.progress = progress_lib.Progress(e.name, e.total_steps,
+    self.progress = progress_lib.Progress(e.run_name, e.total_steps,
                                           e.steps_per_epoch)
     self.step = e.start_step
     self.last = {}  # The latest evaluation of each split.
@@ -100,7 +99,7 @@ class Trainer:
     self.recorder.write_summary(summary)
     self.recorder.close()
     logging.info('[%s] done: %d steps, validation error %s, test error %s, '
-                 '%s wall time. Artifacts in %s', self.e.name, self.step,
+                 '%s wall time. Artifacts in %s', self.e.run_name, self.step,
                  _percent(summary['final_validation_error']),
                  _percent(summary['final_test_error']),
                  progress_lib.format_duration(summary['wall_time_seconds']),
@@ -115,8 +114,10 @@ class Trainer:
         artifacts.remove_final(e.model_dir)
       self.recorder.write_config(e.settings)
       artifacts.write_run_header(
-          self.recorder.writer(''), e.model_dir, e.name, e.start_step,
+          self.recorder.writer(''), e.model_dir, e.trial_id, e.start_step,
           artifacts.flat_hparams(e.settings))
+      if e.hidden_stats is not None:
+        self.recorder.events.custom_scalars(e.hidden_stats.unit_names)
     evals = [s for s in range(e.start_step + 1, e.total_steps + 1)
              if _at(s, self.eval_every, e.total_steps)]
     self.progress.evals_left = len(evals) if e.eval_split else 0
@@ -129,8 +130,9 @@ class Trainer:
                    'batches already consumed.', e.start_step, e.total_steps,
                    e.start_step / e.steps_per_epoch, e.start_step)
     else:
-      logging.info('Training %s for %d steps (%d per epoch, global batch %d, '
-                   '%d replica(s)); model_dir=%s', e.name, e.total_steps,
+      logging.info('Training %s (%s) for %d steps (%d per epoch, global '
+                   'batch %d, %d replica(s)); model_dir=%s', e.run_name,
+                   e.name, e.total_steps,
                    e.steps_per_epoch, self.batch,
                    e.strategy.num_replicas_in_sync, e.model_dir)
     if e.hidden_stats is not None and self.step == 0:
@@ -216,18 +218,14 @@ class Trainer:
   def _write_hidden_stats(self):
     scalars, histograms = self.e.hidden_stats.compute()
     self.recorder.scalars('probe', self.step, self._epoch(), scalars)
-    hidden_lib.write_histograms(self.recorder.writer('probe'), self.step,
-                                histograms)
-    hidden_lib.write_histograms(self.recorder.writer('train'), self.step,
-                                hidden_lib.weight_histograms(self.e.model))
+    if self.recorder.enabled:
+      self.recorder.events.histograms('probe', self.step, histograms)
 
   def _evaluate(self, split, data):
     metrics, seconds = steps_lib.evaluate(self.eval_step, data)
-    metrics['learning_rate'] = builders.current_learning_rate(
-        self.e.optimizer)
     self.recorder.scalars(split, self.step, self._epoch(), metrics)
     logging.info('[%s] %s at step %d: loss %.4f error %.2f%% (%.1f s)',
-                 self.e.name, split, self.step, metrics['loss'],
+                 self.e.run_name, split, self.step, metrics['loss'],
                  100 * metrics['error'], seconds)
     self.last[split] = metrics
     return seconds
@@ -267,6 +265,8 @@ class Trainer:
     return {
         'status': 'completed',
         'config': e.name,
+        'run': e.run_name,
+        'trial_id': e.trial_id,
         'seed': e.configs.runtime.seed,
         'steps': self.step,
         'epochs': self.step / e.steps_per_epoch,
