@@ -119,7 +119,7 @@ def _table(results, memory):
 
 
 def _targets(results):
-  """Issue 7's targets as a Markdown table: ratio, target, met or missed.
+  """The speed targets (reports/perf.md) as a Markdown table: ratio, target, met or missed.
 
   Ratios are of throughputs (img/s) measured in this one run.
   """

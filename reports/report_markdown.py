@@ -39,7 +39,7 @@ def expected_command(name):
   for _, run_name, gin_file, bindings in run_protocol.experiments():
     if run_name == name:
       args = run_protocol.command(name, gin_file, bindings, 'runs/reduced',
-                                  run_protocol.DEFAULT_DATA_SOURCE)
+                                  SOURCE_PLACEHOLDER)
       return shlex.join(['python'] + args[1:])
   raise KeyError(name)
 
@@ -70,6 +70,26 @@ def table(header, rows):
   return lines
 
 
+SOURCE_PLACEHOLDER = 'path/to/cifar10-jpg.tar.gz'
+
+
+def display_command(name, command):
+  """The recorded command as a reader reruns it.
+
+  The offline CIFAR-10 copy's location and the work directory belong to
+  the machine that made the record: they are shown as
+  `path/to/cifar10-jpg.tar.gz` and `runs/reduced/<run>`.
+  """
+  args = []
+  for arg in shlex.split(command):
+    if arg.startswith('--gin_bindings=dataset.source = '):
+      arg = f"--gin_bindings=dataset.source = '{SOURCE_PLACEHOLDER}'"
+    elif arg.startswith('--model_dir='):
+      arg = f'--model_dir=runs/reduced/{name}'
+    args.append(arg)
+  return shlex.join(args)
+
+
 def runs_table(runs):
   """Per run: seed, gin file, status, wall time, hardware, exact command."""
   rows = []
@@ -84,7 +104,8 @@ def runs_table(runs):
                  status, lib.duration(run.wall_seconds),
                  lib.duration(run.train_seconds),
                  lib.hardware_string(run.hardware),
-                 f'`{run.command}`' if run.command else '-'])
+                 f'`{display_command(name, run.command)}`' if run.command
+                 else '-'])
   return ['', 'Runs (records in `reports/runs/<run>/`):', ''] + table(
       ['run', 'seed', 'gin file', 'status', 'wall time', 'train time',
        'hardware', 'command'], rows)
