@@ -1,7 +1,8 @@
 """The section "What separates NormProp from BN": the controlled study.
 
 One factor changes per variant (gin/reduced/study_*.gin, against the
-baselines convergence_{normprop,batchnorm}); each has 2 seeds. Settings are
+baselines study_baseline_{normprop,batchnorm}: experiment 1's configs rerun
+on the study's machine); each has 2 seeds. Settings are
 compared on **validation** error; the test split is evaluated once, at the
 end of each run, and only reported. The hidden-statistics gaps are those of
 the last probe of each run (`ics/<layer>/gap_mean` and `gap_std`).
@@ -27,14 +28,15 @@ class Variant:
 
 VARIANTS = (
     Variant('baseline', 'NormProp, as reconstructed (4 epochs)',
-            'convergence_normprop', 'normprop'),
-    Variant('baseline', 'BN (4 epochs)', 'convergence_batchnorm', 'batchnorm'),
+            'study_baseline_normprop', 'normprop'),
+    Variant('baseline', 'BN (4 epochs)', 'study_baseline_batchnorm',
+            'batchnorm'),
     Variant('1. training length', 'NormProp, 16 epochs', 'study_long_normprop',
             'normprop'),
     Variant('1. training length', 'BN, 16 epochs', 'study_long_batchnorm',
             'batchnorm'),
     Variant('2. input whitening', 'NormProp, per-dimension standardization',
-            'input_standardize', 'normprop'),
+            'study_standardize_normprop', 'normprop'),
     Variant('2. input whitening', 'BN, per-dimension standardization',
             'study_standardize_batchnorm', 'batchnorm'),
     Variant('2. input whitening', 'NormProp, near-exact ZCA (floor 1e-5)',
@@ -59,8 +61,8 @@ VARIANTS = (
     Variant('6. learning rate', 'BN, lr 0.1', 'study_lr_batchnorm-lr0.1',
             'batchnorm'),
 )
-BASELINE = {'normprop': 'convergence_normprop',
-            'batchnorm': 'convergence_batchnorm'}
+BASELINE = {'normprop': 'study_baseline_normprop',
+            'batchnorm': 'study_baseline_batchnorm'}
 
 
 def _runs(ctx, prefix):

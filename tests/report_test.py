@@ -147,6 +147,10 @@ def _synthetic_runs(runs_dir):
     _write_run(runs_dir, f'convergence_batchnorm-s{seed}',
                'convergence_batchnorm', seed=seed,
                errors=[(0.5, 0.5, 0.5), (0.3, bn_err, bn_err)])
+    # The study's baselines: experiment 1's configs rerun under their names.
+    _write_run(runs_dir, f'study_baseline_normprop-s{seed}',
+               'convergence_normprop', seed=seed,
+               errors=[(0.5, 0.5, 0.5), (0.3, np_err, np_err)])
   for prep, err in (('standardize', 0.40), ('minibatch', 0.41)):
     _write_run(runs_dir, f'input_{prep}-s1', f'input_{prep}', seed=1,
                errors=[(0.3, err, err)])
