@@ -2,7 +2,7 @@
 
 The core modules (`activations`, `callbacks`, `diagnostics`, `export`,
 `functional`, `initializers`, `input_normalization`, `layers`, `models`,
-`pooling`, `tags`) import Keras and NumPy only, never TensorFlow, so they
+`pooling`, `tags`, `wrappers`) import Keras and NumPy only, never TensorFlow, so they
 run under any Keras backend. The TensorFlow-only parts (`normprop_tf.data`,
 training) are separate modules and are not imported here.
 """
@@ -21,11 +21,14 @@ with _console.started_by_entry_point():
   from normprop_tf import input_normalization
   from normprop_tf import layers
   from normprop_tf import models
+  from normprop_tf import wrappers
   from normprop_tf.input_normalization import InputNormalization
   from normprop_tf.layers import NormPropConv2D
   from normprop_tf.layers import NormPropDense
   from normprop_tf.layers import WeightNormConv2D
   from normprop_tf.layers import WeightNormDense
   from normprop_tf.models import nin
+  from normprop_tf.wrappers import NormPropagation
+  from normprop_tf.wrappers import WeightNormalization
 
 __version__ = '0.2.0'

@@ -5,7 +5,8 @@ the true statistics of what the method normalizes, on a fixed batch, against
 the statistics the method assumes at inference.
 
 `probe_model(model)` finds the units of any functional or Sequential model:
-- NormProp and weight-norm layers with an activation (`normprop_tf.layers`):
+- NormProp and weight-norm layers with an activation (`normprop_tf.layers`,
+  and the `normprop_tf.wrappers` around any layer with a kernel):
   'normalized' is W_i . x / ||W_i||, which NormProp assumes is N(0, 1);
 - `keras.layers.BatchNormalization`: 'normalized' is its input standardized
   with the moving statistics, (x - moving_mean) / sqrt(moving_var + eps),
@@ -37,10 +38,13 @@ from keras import ops
 import numpy as np
 
 from normprop_tf import layers as np_layers
+from normprop_tf import wrappers
 
 PARTS = ('normalized', 'preactivation', 'output')
-_NORMPROP = (np_layers.NormPropConv2D, np_layers.NormPropDense)
-_WEIGHTNORM = (np_layers.WeightNormConv2D, np_layers.WeightNormDense)
+_NORMPROP = (np_layers.NormPropConv2D, np_layers.NormPropDense,
+             wrappers.NormPropagation)
+_WEIGHTNORM = (np_layers.WeightNormConv2D, np_layers.WeightNormDense,
+               wrappers.WeightNormalization)
 _ACTIVATIONS = (keras.layers.Activation, keras.layers.ReLU,
                 keras.layers.LeakyReLU, keras.layers.ELU)
 
@@ -83,6 +87,24 @@ class _MovingStandardize(keras.layers.Layer):
                                                 self.bn.epsilon)
 
 
+def _activation(layer):
+  """A NormProp or weight-norm layer's activation (a wrapper's or its inner
+  layer's), None for the classifier form."""
+  if isinstance(layer, wrappers.WeightNormalization):
+    act = getattr(layer.layer, 'activation', None)
+    name = None if act is None else keras.activations.serialize(act)
+    return None if name in (None, 'linear') else name
+  return layer.activation
+
+
+def _kernel(layer):
+  """The kernel whose per-unit norms a layer's unit has, or None."""
+  if isinstance(layer, wrappers.WeightNormalization |
+                wrappers.NormPropagation):
+    return layer.v
+  return getattr(layer, 'kernel', None)
+
+
 def _producer(model, layer):
   """The layer whose output `layer` consumes, or None."""
   for other in model.layers:
@@ -108,7 +130,7 @@ def units(model):
   names = {l.name for l in model.layers}
   for layer in model.layers:
     if isinstance(layer, _NORMPROP + _WEIGHTNORM):
-      if layer.activation is not None:
+      if _activation(layer) is not None:
         kind = 'normprop' if isinstance(layer, _NORMPROP) else 'weightnorm'
         found.append((layer.name, kind, layer))
     elif isinstance(layer, keras.layers.BatchNormalization):
@@ -216,6 +238,8 @@ def _scale(layer):
   """The learned per-unit scale variable of a unit's layer, or None."""
   if isinstance(layer, keras.layers.BatchNormalization):
     return layer.gamma if layer.scale else None
+  if isinstance(layer, wrappers.WeightNormalization):
+    return layer.effective_g()
   return getattr(layer, getattr(layer, '_scale_name', 'gamma'), None)
 
 
@@ -235,13 +259,17 @@ def weight_statistics(model):
     scales[unit] = _scale(layer)
   result = {}
   for layer in model.layers:
-    kernel = getattr(layer, 'kernel', None)
+    kernel = _kernel(layer)
     if kernel is None or len(kernel.shape) < 2:
       continue
     name = name_of.get(id(layer), layer.name)
     w = np.asarray(keras.ops.convert_to_numpy(kernel), np.float64)
+    out = (wrappers.output_axes(layer.layer, w.ndim)
+           if isinstance(layer, wrappers.WeightNormalization |
+                         wrappers.NormPropagation) else (w.ndim - 1,))
+    axes = tuple(a for a in range(w.ndim) if a not in out)
     result[f'weights/{name}/kernel_norm'] = np.sqrt(
-        np.sum(np.square(w.reshape(-1, w.shape[-1])), axis=0))
+        np.sum(np.square(w), axis=axes)).reshape(-1)
     if name not in scales and isinstance(layer, _NORMPROP + _WEIGHTNORM):
       scales[name] = _scale(layer)
   for name, scale in scales.items():

@@ -18,9 +18,14 @@ needed to load it. The folding is exact up to float rounding:
   conv's kernel and bias, so the BN baseline is compared fairly.
 - `PoolingCorrection` (an opt-in extension) becomes one `Rescaling` that
   applies its affine map and any pending shift at once.
+- `wrappers.WeightNormalization` and `wrappers.NormPropagation` become a
+  plain copy of the layer they wrap, with the normalized kernel (and, for
+  NormProp, the activation after it and the shift carried on). A shift
+  pending in front of one is absorbed into its bias when it is a Dense or a
+  1x1/'valid' convolution, and applied by a `Rescaling` otherwise.
 
 Supported: models whose layers form a single chain (every `nin()` variant
-and `keras.Sequential` stacks of the same layer types).
+and `keras.Sequential` stacks of the same layer types, wrappers included).
 """
 
 import keras
@@ -28,12 +33,24 @@ import numpy as np
 
 from normprop_tf import activations
 from normprop_tf import layers as np_layers
+from normprop_tf import wrappers
 
 # Layers that commute with adding a per-channel constant (AveragePooling2D
 # with 'same' padding averages only the valid taps, in TF and JAX alike).
-_SHIFT_COMMUTES = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
+_SHIFT_COMMUTES = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D,
+                   keras.layers.MaxPooling3D, keras.layers.AveragePooling1D,
+                   keras.layers.AveragePooling2D, keras.layers.AveragePooling3D,
+                   keras.layers.GlobalAveragePooling1D,
                    keras.layers.GlobalAveragePooling2D,
-                   keras.layers.GlobalMaxPooling2D, keras.layers.Flatten)
+                   keras.layers.GlobalAveragePooling3D,
+                   keras.layers.GlobalMaxPooling1D,
+                   keras.layers.GlobalMaxPooling2D,
+                   keras.layers.GlobalMaxPooling3D, keras.layers.Flatten)
+_WRAPPERS = (wrappers.WeightNormalization, wrappers.NormPropagation)
+# Wrapped layers whose bias can absorb a shift of their input exactly (kernel
+# of shape (..., in, out), no zero padding inside the receptive field).
+_ABSORBING = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
+              keras.layers.Conv3D)
 _SKIP_AT_INFERENCE = (keras.layers.Dropout, keras.layers.InputLayer)
 
 
@@ -100,6 +117,36 @@ def _keras_activation(name):
   return keras.layers.Activation(name)
 
 
+def _absorbs_shift(layer):
+  """Whether `layer`'s bias can take a constant shift of its input."""
+  if not isinstance(layer, _ABSORBING) or not getattr(layer, 'use_bias',
+                                                      False):
+    return False
+  if isinstance(layer, keras.layers.Dense):
+    return True
+  return layer.padding == 'valid' or all(k == 1 for k in layer.kernel_size)
+
+
+def _fold_wrapper(layer, x, shift):
+  """Folds a wrapper; returns (output, the shift it leaves pending)."""
+  plain, weights, activation, post_shift = layer.plain_layer()
+  if shift and _absorbs_shift(layer.layer):
+    kernel = getattr(layer.layer, wrappers.kernel_attribute(layer.layer))
+    index = [v is kernel for v in layer.layer.weights].index(True)
+    bias = [v is layer.layer.bias for v in layer.layer.weights].index(True)
+    w = weights[index].astype(np.float64)
+    weights[bias] = (weights[bias] - shift * w.sum(
+        axis=tuple(range(w.ndim - 1)))).astype(np.float32)
+  elif shift:
+    x = keras.layers.Rescaling(1.0, offset=-shift,
+                               name=f'{layer.name}_shift')(x)
+  x = plain(x)
+  plain.set_weights(weights)
+  if activation is not None:
+    x = _keras_activation(activation)(x)
+  return x, post_shift or 0.0
+
+
 def fold(model, name=None):
   """Returns a standard-Keras-layer copy of `model` for inference.
 
@@ -133,6 +180,9 @@ def fold(model, name=None):
                                  offset=-(shift + layer.mean) / layer.std,
                                  name=layer.name)(x)
       shift = 0.0
+      continue
+    if isinstance(layer, _WRAPPERS):
+      x, shift = _fold_wrapper(layer, x, shift)
       continue
     if isinstance(layer, keras.layers.Activation | keras.layers.ReLU):
       if shift:
