@@ -14,6 +14,10 @@ needed to load it. The folding is exact up to float rounding:
   exactly: its zero padding is zero *after* the shift, and the border taps
   would otherwise see -c instead of 0. There a `Rescaling(1, offset=-c)`
   applies the shift first, on the (pooled, smaller) map.
+- Layers chained with `input_shift` / `center_output=False` (as `nin()`
+  builds them) fold the same way: the shift a layer leaves to its consumer
+  and the one it takes are carried like any other, and a `Rescaling` in the
+  chain is copied, scaling the shift it passes on.
 - BatchNormalization after a conv folds its moving statistics into that
   conv's kernel and bias, so the BN baseline is compared fairly.
 - `PoolingCorrection` (an opt-in extension) becomes one `Rescaling` that
@@ -174,6 +178,17 @@ def fold(model, name=None):
     if isinstance(layer, _SHIFT_COMMUTES):
       x = type(layer).from_config(layer.get_config())(x)
       continue
+    if isinstance(layer, keras.layers.Rescaling):
+      # y = a x + o: the copy of the layer passes the offset on, scaled.
+      scale = np.asarray(layer.scale, np.float64)
+      if shift and scale.ndim:
+        raise ValueError(
+            'fold() carries a pending shift through a Rescaling only with a '
+            f'scalar scale. Received: layer {layer.name!r} with scale '
+            f'{layer.scale!r}')
+      x = type(layer).from_config(layer.get_config())(x)
+      shift = shift * float(scale)
+      continue
     if isinstance(layer, np_layers.PoolingCorrection):
       # real = (x - shift - mean) / std: one per-channel affine map.
       x = keras.layers.Rescaling(1.0 / layer.std,
@@ -199,6 +214,8 @@ def fold(model, name=None):
                        f'{type(layer).__name__}. Received: {layer!r}')
     w, b, act, post_shift = _linear_parts(layer)
     geometry = _conv_geometry(layer)
+    # A layer with input_shift s computes its function of (its input - s).
+    shift = shift + getattr(layer, 'input_shift', 0.0)
     if i < len(chain) and isinstance(chain[i],
                                      keras.layers.BatchNormalization):
       bn = chain[i]
@@ -225,7 +242,10 @@ def fold(model, name=None):
     new.set_weights([w.astype('float32'), b.astype('float32')])
     if act is not None:
       x = _keras_activation(act)(x)
-    shift = post_shift or 0.0
+    # Centred, the layer's output is the folded one minus c1/c2; with
+    # center_output=False it is the folded one.
+    shift = (post_shift or 0.0) if getattr(layer, 'center_output',
+                                           True) else 0.0
   if shift:
     x = keras.layers.Rescaling(1.0, offset=-shift, name='output_shift')(x)
   return keras.Model(inputs, x, name=name or f'{model.name}_folded')

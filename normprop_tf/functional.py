@@ -61,7 +61,8 @@ def post_normalize(u, activation):
 
 
 def normprop(x, kernel, gamma, beta, linear, activation='relu', divisor=1.0,
-             compute_dtype=None, return_intermediates=False):
+             compute_dtype=None, return_intermediates=False, input_shift=0.0,
+             center_output=True):
   """One NormProp layer: o = (f(gamma * (W_i . x) / ||W_i|| + beta) - c1) / c2.
 
   Args:
@@ -70,6 +71,7 @@ def normprop(x, kernel, gamma, beta, linear, activation='relu', divisor=1.0,
     gamma: per-unit scale (float32).
     beta: per-unit shift.
     linear: `linear(x, w)` applies the kernel: a matmul or a convolution.
+      With `input_shift` s it must satisfy the contract of `shifted_linear`.
     activation: an activation name from `normprop_tf.activations`, or None
       for the classifier form gamma * (W_i . x) / ||W_i|| + beta.
     divisor: the authors' fixed divisor (1.21 in their code), or 1.0.
@@ -77,33 +79,79 @@ def normprop(x, kernel, gamma, beta, linear, activation='relu', divisor=1.0,
       the kernel's dtype. The norm itself always uses the kernel's dtype.
     return_intermediates: if True return a dict with 'projection'
       (W_i . x / ||W_i||, which NormProp assumes is N(0, 1)), 'preactivation'
-      (u) and 'output' (o). Costs two extra linear ops: for probes only.
+      (u) and 'output' (o, centred whatever `center_output` says). Costs
+      two extra linear ops: for probes only.
+    input_shift: a constant s by which `x` exceeds the layer's real input:
+      the layer computes its function of x - s, with s * sum(W_i) taken off
+      its bias instead of a pass over x (see `shifted_linear`).
+    center_output: False leaves out the final `- c1/c2` (positively
+      homogeneous activations only): the output is then o + c1/c2, and the
+      consumer takes the constant, e.g. with `input_shift=c1/c2`.
 
   Returns:
     The output tensor, or the dict above.
   """
   cast = (lambda t: ops.cast(t, compute_dtype)) if compute_dtype else (
       lambda t: t)
+
+  def affine(w, b):
+    """linear(real input, w) + b, with the shift moved into the bias."""
+    if input_shift:
+      b = b - input_shift * ops.sum(w, axis=tuple(range(len(w.shape) - 1)))
+    return add_bias(linear(x, cast(w)), cast(b))
+
   if return_intermediates:
-    projection = linear(x, cast(scaled_kernel(kernel, _ones(gamma))))
-    u = add_bias(linear(x, cast(scaled_kernel(kernel, gamma, divisor))),
-                 cast(beta))
+    projection = affine(scaled_kernel(kernel, _ones(gamma)), _zeros(beta))
+    u = affine(scaled_kernel(kernel, gamma, divisor), beta)
     out = u if activation is None else post_normalize(u, activation)
     return {'projection': projection, 'preactivation': u, 'output': out}
 
   if activation is None:
-    return add_bias(linear(x, cast(scaled_kernel(kernel, gamma, divisor))),
-                    cast(beta))
+    return affine(scaled_kernel(kernel, gamma, divisor), beta)
   m = activations.moments(activation)
   f = activations.keras_fn(activation)
   if activations.is_positively_homogeneous(activation):
     # f(u) / c2 == f(u / c2) for c2 > 0: fold 1/c2 into the kernel scale and
-    # beta, leaving one subtraction as the only extra pass over activations.
-    w = cast(scaled_kernel(kernel, gamma, divisor, post_scale=1.0 / m.std))
-    return f(add_bias(linear(x, w), cast(beta / m.std))) - m.mean / m.std
-  u = add_bias(linear(x, cast(scaled_kernel(kernel, gamma, divisor))),
-               cast(beta))
+    # beta, leaving one subtraction as the only extra pass over activations,
+    # and none when the consumer takes it (center_output=False).
+    r = f(affine(scaled_kernel(kernel, gamma, divisor, post_scale=1.0 / m.std),
+                 beta / m.std))
+    return r - m.mean / m.std if center_output else r
+  u = affine(scaled_kernel(kernel, gamma, divisor), beta)
   return (f(u) - m.mean) / m.std
+
+
+def _zeros(vector):
+  return ops.zeros(tuple(vector.shape), dtype=vector.dtype)
+
+
+def shifted_linear(linear, input_shift, pad=None):
+  """The `linear` that `normprop(..., input_shift=s)` needs.
+
+  Contract: shifted(x, w) == linear(x - s, w) + s * sum(w over input axes).
+  A matmul and an unpadded convolution (1x1, or 'valid') satisfy it as they
+  are. A zero-padded ('same') convolution does not at the borders: there
+  `pad` pads x with the value s instead of 0 and `linear` must then be the
+  'valid' convolution, since conv_valid(pad_s(x)) = conv_same(x - s) +
+  s * sum(w) exactly.
+
+  Args:
+    linear: `linear(x, w)`.
+    input_shift: s, a Python float.
+    pad: None, or `pad(x, value)` giving 'same' padding with `value`.
+  """
+  if not input_shift or pad is None:
+    return linear
+  return lambda x, w: linear(pad(x, input_shift), w)
+
+
+def same_padding(size, kernel, stride, dilation=1):
+  """(before, after) zero padding of one axis under 'same', as TF and JAX
+  compute it (the extra element, if any, after)."""
+  extent = (kernel - 1) * dilation + 1
+  out = -(-size // stride)
+  total = max((out - 1) * stride + extent - size, 0)
+  return total // 2, total - total // 2
 
 
 def weight_norm(x, kernel, g, bias, linear, activation=None,
@@ -151,3 +199,14 @@ def conv2d_fn(strides, padding, dilation_rate=(1, 1)):
     return ops.conv(x, w, strides=strides, padding=padding,
                     data_format='channels_last', dilation_rate=dilation_rate)
   return linear
+
+
+def same_pad_fn(spatial, kernel_size, strides, dilation_rate):
+  """Returns `pad(x, value)`: 'same' padding of channels-last 2-D maps of
+  static size `spatial` (height, width), with `value` instead of zeros."""
+  widths = [(0, 0)] + [same_padding(n, k, s, d) for n, k, s, d in zip(
+      spatial, kernel_size, strides, dilation_rate)] + [(0, 0)]
+
+  def pad(x, value):
+    return ops.pad(x, widths, constant_values=value)
+  return pad

@@ -119,13 +119,40 @@ class _NormPropMixin:
             _check_initializer('gamma_initializer', gamma_initializer),
             _check_initializer('beta_initializer', beta_initializer))
 
+  def _init_shifts(self, input_shift, center_output):
+    """Checks and sets the two options that move `- c1/c2` between layers."""
+    if not (checks.is_number(input_shift) and math.isfinite(input_shift)):
+      checks.fail('input_shift', input_shift, 'must be a finite number')
+    checks.one_of('center_output', center_output, (True, False))
+    if not center_output and (
+        self.activation is None or
+        not activations.is_positively_homogeneous(self.activation)):
+      checks.fail('center_output', center_output,
+                  'can be False only with a positively homogeneous '
+                  f'activation (relu, leaky_relu, identity); this layer has '
+                  f'activation={self.activation!r}')
+    self.input_shift = float(input_shift)
+    self.center_output = center_output
+
+  @property
+  def output_shift(self):
+    """What this layer's output exceeds its NormProp output by: c1/c2 when
+    `center_output=False` (for the consumer's `input_shift`), else 0."""
+    if self.center_output:
+      return 0.0
+    m = activations.moments(self.activation)
+    return m.mean / m.std
+
   def _apply(self, inputs, linear, return_intermediates):
     return functional.normprop(
-        inputs, self.kernel, self.gamma, self.beta, linear,
+        inputs, self.kernel, self.gamma, self.beta,
+        functional.shifted_linear(linear, self.input_shift,
+                                  self._shift_pad()),
         activation=self.activation,
         divisor=self.weight_norm_divisor or 1.0,
         compute_dtype=self.compute_dtype,
-        return_intermediates=return_intermediates)
+        return_intermediates=return_intermediates,
+        input_shift=self.input_shift, center_output=self.center_output)
 
   def _normprop_config(self):
     return {
@@ -134,6 +161,8 @@ class _NormPropMixin:
         'beta_initializer': keras.initializers.serialize(
             self.shift_initializer),
         'weight_norm_divisor': self.weight_norm_divisor,
+        'input_shift': self.input_shift,
+        'center_output': self.center_output,
     }
 
 
@@ -175,6 +204,9 @@ class _DenseMixin:
   def _linear(self):
     return functional.dense
 
+  def _shift_pad(self):
+    return None  # A matmul takes an input shift into the bias as it is.
+
 
 class _Conv2DMixin:
   _min_ndim = 4
@@ -191,14 +223,33 @@ class _Conv2DMixin:
           f'{type(self).__name__} expects channels-last inputs of rank 4 '
           f'(batch, height, width, channels). Received: '
           f'input_shape={input_shape}')
+    self._spatial = tuple(input_shape[1:3])
     super().build(input_shape)
 
   def _kernel_shape(self, in_dim):
     return (*self.kernel_size, in_dim, self.filters)
 
+  def _pads_with_zeros(self):
+    """Whether 'same' padding adds zeros inside some receptive field."""
+    return self.padding == 'same' and any(k > 1 for k in self.kernel_size)
+
+  def _shift_pad(self):
+    """`pad(x, s)` for an input shift under zero padding (`functional.
+    shifted_linear`), or None when the convolution needs none."""
+    if not getattr(self, 'input_shift', 0.0) or not self._pads_with_zeros():
+      return None
+    spatial = getattr(self, '_spatial', (None, None))
+    if None in spatial:
+      raise checks.ArgumentError(
+          f'{type(self).__name__} with input_shift and padding=\'same\' '
+          f'needs a known input height and width. Received: '
+          f'spatial shape {spatial}')
+    return functional.same_pad_fn(spatial, self.kernel_size, self.strides,
+                                  self.dilation_rate)
+
   def _linear(self):
-    return functional.conv2d_fn(self.strides, self.padding,
-                                self.dilation_rate)
+    padding = 'valid' if self._shift_pad() is not None else self.padding
+    return functional.conv2d_fn(self.strides, padding, self.dilation_rate)
 
   def _conv_config(self):
     return {
@@ -252,6 +303,14 @@ class NormPropDense(_NormPropMixin, _DenseMixin, _WeightNormalizedLayer):
     weight_norm_divisor: None, or a fixed divisor of ||W_i||. The authors'
       code uses 1.21 with gamma initialized to 1, which is the same function
       as the default gamma of 1/1.21.
+    input_shift: a constant s by which the input exceeds the real one: the
+      layer computes its function of `inputs - s`, exactly, with s * sum(W_i)
+      taken off the bias instead of a pass over the input. Defaults to 0.
+    center_output: True (default): the output as above. False (positively
+      homogeneous activations only): f(u) / c2 without the `- c1/c2`, which
+      `output_shift` then gives, so that the next layer takes it with
+      `input_shift=layer.output_shift` and no pass over the activations is
+      spent on it. `models.nin` chains its layers this way.
     **kwargs: base layer arguments (`name`, `dtype`, ...).
 
   Input shape:
@@ -271,7 +330,8 @@ class NormPropDense(_NormPropMixin, _DenseMixin, _WeightNormalizedLayer):
 
   def __init__(self, units, activation='relu', gamma_initializer=None,
                beta_initializer='zeros', kernel_initializer=None,
-               weight_norm_divisor=None, **kwargs):
+               weight_norm_divisor=None, input_shift=0.0, center_output=True,
+               **kwargs):
     units = checks.positive_int('units', units)
     activation, divisor, gamma_init, beta_init = self._init_normprop(
         activation, gamma_initializer, beta_initializer, weight_norm_divisor)
@@ -279,6 +339,7 @@ class NormPropDense(_NormPropMixin, _DenseMixin, _WeightNormalizedLayer):
                      kernel_initializer, **kwargs)
     self.units = units
     self.weight_norm_divisor = divisor
+    self._init_shifts(input_shift, center_output)
 
   def get_config(self):
     return {**super().get_config(), 'units': self.units,
@@ -315,6 +376,10 @@ class NormPropConv2D(_NormPropMixin, _Conv2DMixin, _WeightNormalizedLayer):
     kernel_initializer: defaults to `UnitNormOrthogonal`.
     weight_norm_divisor: as in `NormPropDense`.
     dilation_rate: int or pair of ints. Defaults to 1.
+    input_shift: as in `NormPropDense`. With 'same' padding and a kernel
+      larger than 1x1 the input is padded with s instead of zeros (the
+      borders stay exact), which needs a known height and width.
+    center_output: as in `NormPropDense`.
     **kwargs: base layer arguments.
 
   Input shape:
@@ -334,7 +399,8 @@ class NormPropConv2D(_NormPropMixin, _Conv2DMixin, _WeightNormalizedLayer):
   def __init__(self, filters, kernel_size, strides=1, padding='same',
                activation='relu', gamma_initializer=None,
                beta_initializer='zeros', kernel_initializer=None,
-               weight_norm_divisor=None, dilation_rate=1, **kwargs):
+               weight_norm_divisor=None, dilation_rate=1, input_shift=0.0,
+               center_output=True, **kwargs):
     filters = checks.positive_int('filters', filters)
     activation, divisor, gamma_init, beta_init = self._init_normprop(
         activation, gamma_initializer, beta_initializer, weight_norm_divisor)
@@ -343,6 +409,7 @@ class NormPropConv2D(_NormPropMixin, _Conv2DMixin, _WeightNormalizedLayer):
     self.filters = filters
     self.weight_norm_divisor = divisor
     self._init_conv(kernel_size, strides, padding, dilation_rate)
+    self._init_shifts(input_shift, center_output)
 
   def get_config(self):
     return {**super().get_config(), **self._conv_config(),

@@ -84,7 +84,7 @@ def _validate_extensions(norm, gamma_init, classifier, classifier_gamma,
 def check_arguments(norm='normprop', width=1.0, dropout=0.0,
                     activation='relu', synchronized_bn=False, gamma_init=None,
                     classifier='default', classifier_gamma=None,
-                    pool_correction=None):
+                    pool_correction=None, absorb_shifts=True):
   """Validates `nin`'s arguments other than the data's, without building.
 
   Training calls it before preparing any data, so that a bad setting fails
@@ -97,17 +97,22 @@ def check_arguments(norm='normprop', width=1.0, dropout=0.0,
   checks.one_of('synchronized_bn', synchronized_bn, (True, False))
   _validate_extensions(norm, gamma_init, classifier, classifier_gamma,
                        pool_correction)
+  checks.one_of('absorb_shifts', absorb_shifts, (True, False))
 
 
 def _hidden_block(x, norm, name, filters, kernel_size, activation,
-                  synchronized_bn, gamma_init):
-  """One hidden conv of the given normalization kind."""
+                  synchronized_bn, gamma_init, shift=None):
+  """One hidden conv of the given normalization kind.
+
+  shift: NormProp only, None or (input_shift, center_output) of the layer.
+  """
   if norm == 'normprop':
     gamma = (None if gamma_init is None else
              keras.initializers.Constant(gamma_init))
+    input_shift, center = shift or (0.0, True)
     return np_layers.NormPropConv2D(
         filters, kernel_size, activation=activation, gamma_initializer=gamma,
-        name=name)(x)
+        input_shift=input_shift, center_output=center, name=name)(x)
   if norm == 'weightnorm':
     return np_layers.WeightNormConv2D(
         filters, kernel_size, activation=activation, name=name)(x)
@@ -120,24 +125,45 @@ def _hidden_block(x, norm, name, filters, kernel_size, activation,
   return keras.layers.Activation(activation, name=f'{name}_act')(x)
 
 
-def _classifier(x, norm, num_classes, classifier, classifier_gamma):
+def _classifier(x, norm, num_classes, classifier, classifier_gamma,
+                pending=0.0):
   scale = (None if classifier_gamma is None else
            keras.initializers.Constant(classifier_gamma))
   if classifier == 'plain' or norm in ('batchnorm', 'plain'):
+    x = _take_shift(x, pending, 'classifier_shift')
     return keras.layers.Conv2D(num_classes, 1, name='classifier')(x)
   if norm == 'normprop':
     return np_layers.NormPropConv2D(num_classes, 1, activation=None,
                                     gamma_initializer=scale,
+                                    input_shift=pending,
                                     name='classifier')(x)
   return np_layers.WeightNormConv2D(num_classes, 1, activation=None,
                                     g_initializer=scale or 'ones',
                                     name='classifier')(x)
 
 
+def _take_shift(x, pending, name):
+  """x - pending, as a standard layer (one pass over a pooled map)."""
+  if not pending:
+    return x
+  return keras.layers.Rescaling(1.0, offset=-pending, name=name)(x)
+
+
+def _output_shift(activation):
+  """c1/c2: what a NormProp layer with center_output=False adds."""
+  m = activations.moments(activation)
+  return m.mean / m.std
+
+
+def _absorbs(norm, activation, absorb_shifts):
+  return (absorb_shifts and norm == 'normprop' and
+          activations.is_positively_homogeneous(activation))
+
+
 def nin(norm='normprop', num_classes=10, width=1.0, dropout=0.0,
         activation='relu', input_shape=(32, 32, 3), synchronized_bn=False,
         gamma_init=None, classifier='default', classifier_gamma=None,
-        pool_correction=None, name=None):
+        pool_correction=None, absorb_shifts=True, name=None):
   """Builds the Network-in-Network of the NormProp paper.
 
   Args:
@@ -166,6 +192,16 @@ def nin(norm='normprop', num_classes=10, width=1.0, dropout=0.0,
       pooling. A number rho in [0, 0.95]: a `layers.PoolingCorrection` after
       each pool restores zero mean and unit variance, assuming correlation
       rho inside a pooling window (an extension; docs/method.md).
+    absorb_shifts: NormProp with ReLU (or another positively homogeneous
+      activation) only; the same function either way, up to float
+      rounding. True (default): each hidden layer leaves its constant
+      `- c1/c2` to its consumer (`center_output=False`): a 1x1 conv takes
+      it into its bias (`input_shift`), and after a pool (which commutes
+      with it) one `Rescaling` subtracts it from the pooled map, before
+      dropout. That saves a pass over every hidden activation and the
+      memory of a second copy of it. False: each layer centres its own
+      output, as the layers do on their own (the code that made the
+      reduced protocol's records).
     name: model name; defaults to f'nin_{norm}'.
 
   Returns:
@@ -174,23 +210,30 @@ def nin(norm='normprop', num_classes=10, width=1.0, dropout=0.0,
   _validate(norm, num_classes, width, dropout, activation, input_shape)
   _validate_extensions(norm, gamma_init, classifier, classifier_gamma,
                        pool_correction)
+  checks.one_of('absorb_shifts', absorb_shifts, (True, False))
+  absorb = _absorbs(norm, activation, absorb_shifts)
   inputs = keras.Input(shape=tuple(input_shape), name='image')
-  x = inputs
+  x, pending = inputs, 0.0  # The real activation is x - pending.
   for i, (filters, size) in enumerate(_HIDDEN, start=1):
     x = _hidden_block(x, norm, f'conv{i}', max(1, round(filters * width)),
-                      size, activation, synchronized_bn, gamma_init)
+                      size, activation, synchronized_bn, gamma_init,
+                      (pending, not absorb))
+    pending = _output_shift(activation) if absorb else 0.0
     if i in _POOL_AFTER:
       kind = _POOL_AFTER[i]
       pool = (keras.layers.MaxPooling2D if kind == 'max' else
               keras.layers.AveragePooling2D)
       x = pool(3, strides=2, padding='same', name=f'pool{i // 3}')(x)
+      # Dropout scales its input, so the shift must come off before it.
+      x, pending = _take_shift(x, pending, f'pool{i // 3}_shift'), 0.0
       if pool_correction is not None:
         x = np_layers.PoolingCorrection(
             kind, 3, activation, pool_correction,
             name=f'pool{i // 3}_correction')(x)
       if dropout:
         x = keras.layers.Dropout(dropout, name=f'dropout{i // 3}')(x)
-  x = _classifier(x, norm, num_classes, classifier, classifier_gamma)
+  x = _classifier(x, norm, num_classes, classifier, classifier_gamma,
+                  pending)
   x = keras.layers.GlobalAveragePooling2D(name='global_pool')(x)
   # Logits stay float32 under mixed precision (docs/stack.md).
   logits = keras.layers.Activation('linear', dtype='float32', name='logits')(x)

@@ -70,24 +70,31 @@ def test_fold_matches_on_random_and_real_images(norm, cifar_images):
     assert _scaled_error(folded(x).numpy(), want) < 1e-5
 
 
-def test_fold_uses_explicit_shift_only_before_padded_convs():
-  folded = export.fold(_trained_like('normprop'))
+@pytest.mark.parametrize('absorb,want', [
+    # nin's own shifts on the pooled maps, copied.
+    (True, ['pool1_shift', 'pool2_shift']),
+    # conv4 (5x5) and conv7 (3x3) follow a NormProp layer and pad with zeros.
+    (False, ['conv4_shift', 'conv7_shift'])])
+def test_fold_uses_explicit_shift_only_on_pooled_maps(absorb, want):
+  folded = export.fold(_trained_like('normprop', absorb_shifts=absorb))
   shifts = [l.name for l in folded.layers
             if isinstance(l, keras.layers.Rescaling)]
-  # conv4 (5x5) and conv7 (3x3) follow a NormProp layer and pad with zeros.
-  assert shifts == ['conv4_shift', 'conv7_shift']
+  assert shifts == want
 
 
-def test_fold_is_exact_at_image_borders():
+@pytest.mark.parametrize('absorb', [True, False])
+def test_fold_is_exact_at_image_borders(absorb):
   """A constant input makes the border taps the only spatial variation."""
-  model = _trained_like('normprop', seed=3)
+  model = _trained_like('normprop', seed=3, absorb_shifts=absorb)
   folded = export.fold(model)
   x = np.full((1, 32, 32, 3), 0.7, np.float32)
   probe_a = keras.Model(model.input, model.get_layer('conv4').output)
   probe_b = keras.Model(folded.input, folded.get_layer('conv4').output)
   a = probe_a(x).numpy()
-  b = probe_b(x).numpy()  # Before the ReLU's -c1/c2 of conv4 itself.
-  c = (a + 0.3989422804014327 / 0.5838193701035489)
+  b = probe_b(x).numpy()  # Before the ReLU (and -c1/c2) of conv4 itself.
+  # conv4's output: relu(u) / c2, minus c1/c2 unless it leaves it to conv5.
+  c = a + (0.3989422804014327 / 0.5838193701035489 if
+           model.get_layer('conv4').center_output else 0.0)
   assert _scaled_error(np.maximum(b, 0), c) < 1e-5
   assert np.std(a[0, :, 8, :]) > 1e-3  # Border rows differ from the rest.
 

@@ -205,6 +205,14 @@ def _invalid(fn, arg):
     (lambda: layers.NormPropConv2D(4, 3, padding='causal'), 'padding'),
     (lambda: layers.NormPropConv2D(4, 3, dilation_rate=(1, 2, 3)),
      'dilation_rate'),
+    (lambda: layers.NormPropDense(4, input_shift='abc'), 'input_shift'),
+    (lambda: layers.NormPropDense(4, input_shift=float('nan')),
+     'input_shift'),
+    (lambda: layers.NormPropDense(4, center_output='no'), 'center_output'),
+    (lambda: layers.NormPropDense(4, activation='tanh', center_output=False),
+     'center_output'),
+    (lambda: layers.NormPropConv2D(4, 1, activation=None,
+                                   center_output=False), 'center_output'),
     (lambda: layers.WeightNormDense(-2), 'units'),
     (lambda: layers.WeightNormDense(2, activation='bogus'), 'activation'),
     (lambda: layers.WeightNormConv2D(2, 3, padding='full'), 'padding'),
@@ -213,6 +221,74 @@ def _invalid(fn, arg):
 ])
 def test_bad_arguments_raise_value_error_naming_the_argument(fn, arg):
   _invalid(fn, arg)
+
+
+_SHIFT = reference.C1 / reference.C2  # What a relu layer leaves to the next.
+
+
+@pytest.mark.parametrize('make,shape', [
+    (lambda **kw: layers.NormPropDense(4, **kw), (6, 5)),
+    (lambda **kw: layers.NormPropDense(4, activation='tanh', **kw), (6, 5)),
+    (lambda **kw: layers.NormPropConv2D(4, 5, **kw), (2, 9, 8, 3)),
+    (lambda **kw: layers.NormPropConv2D(4, 3, strides=2, **kw), (2, 9, 8, 3)),
+    (lambda **kw: layers.NormPropConv2D(4, 3, dilation_rate=2, **kw),
+     (2, 9, 8, 3)),
+    (lambda **kw: layers.NormPropConv2D(4, 1, **kw), (2, 5, 5, 3)),
+    (lambda **kw: layers.NormPropConv2D(4, 3, padding='valid', **kw),
+     (2, 6, 6, 3)),
+    (lambda **kw: layers.NormPropConv2D(4, 3, activation=None, **kw),
+     (2, 6, 6, 3)),
+])
+def test_input_shift_is_the_function_of_the_shifted_input(make, shape):
+  """layer(input_shift=s)(x + s) == layer(x), float64 within 1e-10: the
+  bias takes s * sum(W), and 'same' borders pad with s (so they see the
+  zeros the unshifted input has); the probe's intermediates too."""
+  x = _input(shape, 'float64', seed=8)
+  plain = make(dtype='float64')
+  weights = _build(plain, x, seed=9)
+  shifted = make(dtype='float64', input_shift=_SHIFT)
+  shifted(x)
+  shifted.set_weights(weights)
+  np.testing.assert_allclose(shifted(x + _SHIFT), plain(x), rtol=1e-10,
+                             atol=1e-12)
+  want = plain(x, return_intermediates=True)
+  got = shifted(x + _SHIFT, return_intermediates=True)
+  for part in want:
+    np.testing.assert_allclose(got[part], want[part], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('make,shape', [
+    (lambda **kw: layers.NormPropDense(4, **kw), (6, 5)),
+    (lambda **kw: layers.NormPropConv2D(4, 3, **kw), (2, 6, 6, 3)),
+    (lambda **kw: layers.NormPropConv2D(4, 3, activation='leaky_relu:0.1',
+                                        **kw), (2, 6, 6, 3)),
+])
+def test_uncentered_output_exceeds_the_output_by_output_shift(make, shape):
+  """center_output=False: the output plus nothing else is o + c1/c2
+  (1e-10), and `output_shift` says so; the probe's 'output' stays o."""
+  x = _input(shape, 'float64', seed=10)
+  centred = make(dtype='float64')
+  weights = _build(centred, x, seed=11)
+  uncentred = make(dtype='float64', center_output=False)
+  uncentred(x)
+  uncentred.set_weights(weights)
+  assert centred.output_shift == 0.0
+  m = activations.moments(centred.activation)
+  assert uncentred.output_shift == pytest.approx(m.mean / m.std, rel=1e-15)
+  np.testing.assert_allclose(
+      np.asarray(uncentred(x)) - uncentred.output_shift, centred(x),
+      rtol=1e-10, atol=1e-12)
+  np.testing.assert_allclose(
+      uncentred(x, return_intermediates=True)['output'],
+      centred(x, return_intermediates=True)['output'], rtol=1e-10,
+      atol=1e-12)
+
+
+def test_input_shift_with_same_padding_needs_a_known_size():
+  layer = layers.NormPropConv2D(4, 3, input_shift=0.5)
+  inputs = keras.Input((None, None, 3))
+  with pytest.raises(ValueError, match='known input height and width'):
+    layer(inputs)
 
 
 def test_bad_input_shapes_raise_value_error():

@@ -74,6 +74,35 @@ def test_probe_model_exposes_every_hidden_layer(norm):
         0.5838193701035489, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('options', [
+    dict(), dict(dropout=0.5), dict(pool_correction=0.3),
+    dict(classifier='plain'), dict(activation='leaky_relu:0.1'),
+    dict(activation='tanh')])
+def test_absorbed_shifts_compute_the_same_function(options):
+  """nin(absorb_shifts=True) == nin(absorb_shifts=False) on equal weights:
+  max error over max |logit| below 1e-6 (float32 rounding of reordered
+  sums; a missed or doubled c1/c2 ~ 0.68 per unit is off by 1e-1 or more),
+  with no centring pass left in a hidden layer when the activation allows."""
+  x = np.random.default_rng(2).standard_normal((4, 32, 32, 3)).astype(
+      'float32')
+  keras.utils.set_random_seed(2)
+  centred = models.nin('normprop', width=0.25, absorb_shifts=False, **options)
+  absorbed = models.nin('normprop', width=0.25, **options)
+  rng = np.random.default_rng(3)
+  weights = [w + 0.1 * rng.standard_normal(w.shape).astype(w.dtype)
+             for w in centred.get_weights()]
+  centred.set_weights(weights)
+  absorbed.set_weights(weights)
+  want = np.asarray(centred(x, training=False), np.float64)
+  got = np.asarray(absorbed(x, training=False), np.float64)
+  assert np.max(np.abs(got - want)) / np.max(np.abs(want)) < 1e-6
+  hidden = [absorbed.get_layer(n) for n in models.hidden_layer_names()]
+  homogeneous = options.get('activation', 'relu') != 'tanh'
+  assert [l.center_output for l in hidden] == [not homogeneous] * 8
+  assert all(l.center_output for l in (centred.get_layer(n) for n in
+                                       models.hidden_layer_names()))
+
+
 def test_nin_batch_independence_and_train_equals_inference():
   keras.utils.set_random_seed(1)
   model = models.nin('normprop', width=0.25)
@@ -94,6 +123,7 @@ def test_nin_batch_independence_and_train_equals_inference():
     (dict(activation='bogus'), 'activation'),
     (dict(norm='batchnorm', activation='bogus'), 'activation'),
     (dict(input_shape=(32, 32)), 'input_shape'),
+    (dict(absorb_shifts='yes'), 'absorb_shifts'),
 ])
 def test_nin_bad_arguments(bad, arg):
   with pytest.raises(ValueError, match=f'Received: {arg}='):
