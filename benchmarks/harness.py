@@ -1,8 +1,8 @@
 """What every benchmark times: NIN models, synthetic batches, timed calls.
 
 Shared by `benchmarks.step_time` (throughput), `benchmarks.profile_step`
-(profiler breakdown) and `benchmarks.bias_add_ab`, so all measure exactly
-the same training step, the same way, and write reports/perf.md alike.
+(profiler breakdown) and `benchmarks.ab`, so all measure exactly the same
+training step, the same way, and write reports/perf.md alike.
 """
 
 import os
@@ -16,10 +16,16 @@ import tensorflow as tf
 from normprop_tf import models
 
 
-def make_model(norm, width):
-  """`models.nin(norm, width=width)` with seeded initialization."""
+def make_model(norm, width, **nin_kwargs):
+  """`models.nin(norm, width=width, ...)` with seeded initialization."""
   keras.utils.set_random_seed(0)
-  return models.nin(norm, width=width)
+  return models.nin(norm, width=width, **nin_kwargs)
+
+
+def _compile_args():
+  return dict(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+              loss=keras.losses.SparseCategoricalCrossentropy(
+                  from_logits=True))
 
 
 def synthetic_batch(batch):
@@ -44,12 +50,12 @@ class Trainer:
   `steps` returns seconds per step, after fetching the last loss.
   """
 
-  def __init__(self, norm, width, batch):
-    self.model = make_model(norm, width)
+  def __init__(self, norm, width, batch, **nin_kwargs):
+    self.model = make_model(norm, width, **nin_kwargs)
     self.batch = batch
-    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    args = _compile_args()
+    optimizer, loss_fn = args['optimizer'], args['loss']
     optimizer.build(self.model.trainable_variables)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     x, y = (tf.constant(a) for a in synthetic_batch(batch))
     model = self.model
 
@@ -69,6 +75,49 @@ class Trainer:
       loss = self._step()
     loss.numpy()
     return (time.perf_counter() - start) / steps
+
+
+class _StepClock(keras.callbacks.Callback):
+  """Times `fit`'s steps from the end of step 0 to the end of the last."""
+
+  def __init__(self, last):
+    super().__init__()
+    self.last = last
+    self.start = self.end = None
+
+  def on_train_batch_end(self, batch, logs=None):
+    if batch in (0, self.last):
+      float(logs['loss'])  # Waits for the step's work to finish.
+      now = time.perf_counter()
+      if batch == 0:
+        self.start = now
+      else:
+        self.end = now
+
+
+class FitTrainer:
+  """Times training steps inside `model.fit`, as most users train.
+
+  The model is compiled with the same SGD + momentum and loss as `Trainer`
+  (Keras' defaults otherwise: no XLA on CPU, one step per execution) and fit
+  on one in-memory batch repeated. Only the steps inside `fit` are timed, by
+  a callback from the end of step 0 (tracing, iterator start) to the end of
+  the last step, so neither the set-up nor the teardown stall that Keras
+  3.15's `fit` shows in about half of its calls counts.
+  """
+
+  def __init__(self, norm, width, batch, **nin_kwargs):
+    self.model = make_model(norm, width, **nin_kwargs)
+    self.model.compile(**_compile_args())
+    self.data = tf.data.Dataset.from_tensors(synthetic_batch(batch))
+    self.batch = batch
+
+  def __call__(self, steps):
+    steps = max(2, steps)
+    clock = _StepClock(steps - 1)
+    self.model.fit(self.data.repeat(steps), epochs=1, verbose=0,
+                   callbacks=[clock])
+    return (clock.end - clock.start) / (steps - 1)
 
 
 class Predictor:

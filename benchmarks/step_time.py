@@ -7,23 +7,30 @@ r"""Train-step and inference throughput of NIN: NormProp vs BN vs WN vs plain.
 
 All variants run in one process, interleaved (variant order rotates every
 repetition), after warm-up; each cell is the median of `--repetitions`
-(inference: `--inference_repetitions`) timings of `--steps` steps. Training steps are `benchmarks.harness.Trainer`
-(a compiled forward/backward/SGD-momentum step called from Python, as the
-training loop does; no XLA; why not `model.fit`: see there) on one
-in-memory batch, so the input pipeline costs nothing. Inference uses
-`model.predict_on_batch`-style compiled calls, also for the folded NormProp
-and folded BN models (`normprop_tf.export.fold`). Peak resident memory is
-measured per variant in a fresh subprocess at batch 128, since a process's
-peak only grows.
+(inference: `--inference_repetitions`) timings of `--steps` steps. Training
+is timed two ways: `benchmarks.harness.Trainer` (a compiled forward/
+backward/SGD-momentum step called from Python, as the training loop does;
+no XLA) and `benchmarks.harness.FitTrainer` (the same step inside
+`model.fit`, timed from inside by a callback), both on one in-memory batch,
+so the input pipeline costs nothing. Inference uses compiled calls, also for
+the folded NormProp and folded BN models (`normprop_tf.export.fold`). Peak
+resident memory is measured per variant in a fresh subprocess at batch 128,
+since a process's peak only grows.
 
-The table is printed and written into `--report` between markers. With
-`--records_file`, every (width, batch, variant) cell is also written as one
-JSON line (seconds per step: median, min and max over the repetitions;
-images/s; peak RSS; hardware; the command), the input of experiment 5 of
-reports/PROTOCOL.md (`python -m reports.make_report`).
+Variants: the four methods of `models.NORMS` as `nin` builds them, and
+'normprop_centered', NormProp with every layer centring its own output
+(`nin(absorb_shifts=False)`: the code before the shift was moved into the
+next layer), so that change is measured in the same run.
+
+The table and the target check are printed and written into `--report`
+between markers. With `--records_file`, every (width, batch, variant) cell is
+also written as one JSON line (seconds per step: median, min and max over the
+repetitions; images/s; peak RSS; hardware; code version; the command), the
+input of experiment 5 of reports/PROTOCOL.md (`python -m reports.make_report`).
 """
 
 import json
+import logging
 import os
 import resource
 import shlex
@@ -43,7 +50,7 @@ from normprop_tf.training import summaries
 from normprop_tf.utils import hardware
 
 _WIDTHS = flags.DEFINE_list('widths', ['1.0', '0.5'], 'NIN widths.')
-_BATCHES = flags.DEFINE_list('batch_sizes', ['1', '50', '128'],
+_BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['1', '50', '128'],
                              'Batch sizes.')
 _REPS = flags.DEFINE_integer('repetitions', 5, 'Training timings per cell '
                              '(median).')
@@ -62,7 +69,15 @@ _RECORDS = flags.DEFINE_string(
 _ONE = flags.DEFINE_string('one_variant', None, 'Internal: measure one '
                            'variant\'s peak RSS (norm:width:batch) and exit.')
 
-NORMS = ('normprop', 'batchnorm', 'weightnorm', 'plain')
+# variant: (norm, nin keyword arguments).
+VARIANTS = {
+    'normprop': ('normprop', {}),
+    'normprop_centered': ('normprop', {'absorb_shifts': False}),
+    'batchnorm': ('batchnorm', {}),
+    'weightnorm': ('weightnorm', {}),
+    'plain': ('plain', {}),
+}
+FOLDED = ('normprop_folded', 'batchnorm_folded')
 _BEGIN, _END = '<!-- step_time:begin -->', '<!-- step_time:end -->'
 
 
@@ -92,99 +107,124 @@ def _peak_rss_of_this_process_mb():
 
 
 def _one_variant(spec):
-  norm, width, batch = spec.split(':')
-  harness.Trainer(norm, float(width), int(batch))(3)
+  name, width, batch = spec.split(':')
+  norm, kwargs = VARIANTS[name]
+  harness.Trainer(norm, float(width), int(batch), **kwargs)(3)
   print(json.dumps({'peak_rss_mb': round(_peak_rss_of_this_process_mb(), 1)}))
 
 
 def _table(results, memory):
   lines = [
-      '| width | batch | variant | train img/s | vs plain | '
-      'inference img/s | vs plain | peak RSS (MB, batch 128) |',
-      '|---|---|---|---|---|---|---|---|']
+      '| width | batch | variant | train img/s (loop) | vs plain | '
+      'train img/s (model.fit) | vs plain | inference img/s | vs plain | '
+      'peak RSS (MB, batch 128) | vs plain |',
+      '|---|---|---|---|---|---|---|---|---|---|---|']
   for (width, batch), cell in results.items():
-    plain_train = batch / cell['train']['plain']
-    plain_infer = batch / cell['infer']['plain']
-    for name in list(NORMS) + ['normprop_folded', 'batchnorm_folded']:
-      train = cell['train'].get(name)
-      infer = cell['infer'][name]
-      train_s = f'{batch / train:,.1f}' if train else '-'
-      ratio_s = f'{batch / train / plain_train:.2f}x' if train else '-'
-      mem = memory.get((width, name))
-      lines.append(
-          f'| {width} | {batch} | {name} | {train_s} | {ratio_s} | '
-          f'{batch / infer:,.1f} | {batch / infer / plain_infer:.2f}x | '
-          f'{mem if mem is not None else "-"} |')
+    plain = {kind: batch / cell[kind]['plain'] for kind in cell}
+    for name in list(VARIANTS) + list(FOLDED):
+      cols = []
+      for kind in ('train', 'fit', 'infer'):
+        seconds = cell[kind].get(name)
+        cols += ([f'{batch / seconds:,.1f}',
+                  f'{batch / seconds / plain[kind]:.3f}x'] if seconds else
+                 ['-', '-'])
+      mem, base = memory.get((width, name)), memory.get((width, 'plain'))
+      cols += [f'{mem:,.0f}' if mem else '-',
+               f'{mem / base:.3f}x' if mem and base else '-']
+      lines.append(f'| {width} | {batch} | {name} | ' + ' | '.join(cols) +
+                   ' |')
   return '\n'.join(lines)
 
 
-def _targets(results):
-  """The speed targets (reports/perf.md) as a Markdown table: ratio, target, met or missed.
+def _ratio(results, width, batch, kind, name, base):
+  """Throughput of `name` over `base` in one cell, or None."""
+  cell = results.get((width, batch), {}).get(kind, {})
+  if name not in cell or base not in cell:
+    return None
+  return cell[base] / cell[name]  # Seconds: base / name.
 
-  Ratios are of throughputs (img/s) measured in this one run.
-  """
+
+def _targets(results, memory):
+  """The speed targets (reports/perf.md) as a Markdown table: ratio,
+  target, met or missed. Ratios are of throughputs (of peak RSS for
+  memory) measured in this one run."""
   rows = []
 
-  def ratio(width, batch, kind, name, base):
-    cell = results.get((width, batch))
-    if not cell or name not in cell[kind] or base not in cell[kind]:
-      return None
-    return cell[kind][base] / cell[kind][name]  # seconds: base / name.
-
-  def add(what, value, target):
+  def add(what, value, target, higher_is_better=True):
     if value is None:
       return
-    verdict = ('-' if target is None else
-               '**met**' if value >= target else '**missed**')
-    rows.append(f'| {what} | {value:.3f}x | '
-                f'{"report" if target is None else f">= {target}x"} | '
-                f'{verdict} |')
+    if target is None:
+      verdict = '-'
+    else:
+      met = value >= target if higher_is_better else value <= target
+      verdict = '**met**' if met else '**missed**'
+    bound = ('report' if target is None else
+             f'{">=" if higher_is_better else "<="} {target:.3g}x')
+    rows.append(f'| {what} | {value:.3f}x | {bound} | {verdict} |')
 
   widths = sorted({w for w, _ in results}, reverse=True)
   batches = sorted({b for _, b in results})
+  big = [b for b in batches if b >= 50]
+  for kind, how in (('train', 'custom loop'), ('fit', 'model.fit')):
+    for width in widths:
+      for batch in big:
+        add(f'train ({how}), NormProp / plain, width {width}, batch {batch}',
+            _ratio(results, width, batch, kind, 'normprop', 'plain'), 0.98)
   for width in widths:
-    for batch in (b for b in batches if b >= 50):
-      add(f'train, NormProp / plain, width {width}, batch {batch}',
-          ratio(width, batch, 'train', 'normprop', 'plain'), 0.95)
+    if 1 in batches:
+      add(f'train (custom loop), NormProp / plain, width {width}, batch 1',
+          _ratio(results, width, 1, 'train', 'normprop', 'plain'), 0.95)
+      add(f'train (model.fit), NormProp / plain, width {width}, batch 1',
+          _ratio(results, width, 1, 'fit', 'normprop', 'plain'), None)
   for width in widths:
-    for batch in (b for b in batches if b >= 50):
-      add(f'train, NormProp / BN, width {width}, batch {batch}',
-          ratio(width, batch, 'train', 'normprop', 'batchnorm'),
-          1.2 if (width, batch) == (1.0, 128) else None)
-  for width in widths:
-    for batch in batches:
-      add(f'inference, folded NormProp / plain, width {width}, batch {batch}',
-          ratio(width, batch, 'infer', 'normprop_folded', 'plain'), 0.98)
+    mem, base = memory.get((width, 'normprop')), memory.get((width, 'plain'))
+    if mem and base:
+      add(f'peak RSS, NormProp / plain, width {width}, batch 128',
+          mem / base, 1.03, higher_is_better=False)
   for width in widths:
     for batch in batches:
       add(f'inference, NormProp (unfolded) / plain, width {width}, batch '
-          f'{batch}', ratio(width, batch, 'infer', 'normprop', 'plain'), None)
-      add(f'inference, folded BN / plain, width {width}, batch {batch}',
-          ratio(width, batch, 'infer', 'batchnorm_folded', 'plain'), None)
+          f'{batch}', _ratio(results, width, batch, 'infer', 'normprop',
+                             'plain'), 0.97)
   for width in widths:
-    if (width, 1) in results:
-      add(f'train, NormProp / plain, width {width}, batch 1 '
-          f'({1 / results[(width, 1)]["train"]["normprop"]:.1f} img/s)',
-          ratio(width, 1, 'train', 'normprop', 'plain'), None)
-  return '\n'.join(['| ratio of throughputs | measured | target | |',
+    for batch in batches:
+      add(f'inference, folded NormProp / plain, width {width}, batch {batch}',
+          _ratio(results, width, batch, 'infer', 'normprop_folded', 'plain'),
+          0.98)
+  # "Not below today's": the same run's centred NormProp (the earlier code)
+  # sets the bar for NormProp / BN.
+  for kind, how in (('train', 'custom loop'), ('fit', 'model.fit')):
+    for width in widths:
+      for batch in batches:
+        now = _ratio(results, width, batch, kind, 'normprop', 'batchnorm')
+        before = _ratio(results, width, batch, kind, 'normprop_centered',
+                        'batchnorm')
+        if now and before:
+          add(f'train ({how}), NormProp / BN, width {width}, batch {batch} '
+              f'(centred layers: {before:.3f}x)', now, before)
+  return '\n'.join(['| ratio | measured | target | |',
                     '|---|---:|---|---|'] + rows)
 
 
-def _write_report(path, table, results, seconds):
+def _write_report(path, table, targets, seconds):
   command = shlex.join(['python', '-m', 'benchmarks.step_time'] + sys.argv[1:])
   body = '\n'.join([
       _BEGIN, '## Train step and inference throughput (NIN, CIFAR shapes)',
       '',
-      f'Command: `{command}` ({seconds / 60:.0f} min). '
-      f'Machine: {hardware.one_line(summaries.hardware_info())}; TF '
+      f'Command: `{command}` ({seconds / 60:.0f} min), code '
+      f'{hardware.code_version()}. Machine: '
+      f'{hardware.one_line(summaries.hardware_info())}; TF '
       f'{tf.__version__}, Keras {keras.__version__}, no XLA. Median of '
       f'{_REPS.value} (training) and {_INFER_REPS.value} (inference) '
       'interleaved repetitions after warm-up; synthetic '
       'in-memory batches, so the input pipeline costs nothing; a training '
-      'step is one compiled forward + backward + SGD-momentum update '
-      '(`benchmarks/harness.py`). "folded" '
-      'rows are `normprop_tf.export.fold` models (inference only).', '',
-      table, '', '### Targets', '', _targets(results), '', _END])
+      'step is one compiled forward + backward + SGD-momentum update, '
+      'called from Python ("loop") or inside `model.fit`, timed from the end '
+      'of its first step to the end of its last ("model.fit"; '
+      '`benchmarks/harness.py`). "folded" rows are `normprop_tf.export.fold` '
+      'models (inference only); "normprop_centered" is NormProp with every '
+      'layer centring its own output (`nin(absorb_shifts=False)`).', '',
+      table, '', '### Targets', '', targets, '', _END])
   harness.update_markdown_section(path, _BEGIN, _END, body)
 
 
@@ -194,22 +234,19 @@ def _write_records(path, raw, memory, seconds):
       'command': shlex.join(['python', '-m', 'benchmarks.step_time'] +
                             sys.argv[1:]),
       'hardware': summaries.hardware_info(),
+      'code_version': hardware.code_version(),
       'repetitions': _REPS.value,
       'inference_repetitions': _INFER_REPS.value,
       'total_seconds': round(seconds, 1),
   }
   lines = []
-  for (width, batch, kind), cells in raw.items():
-    if kind != 'train':
-      continue
-    infer = raw[(width, batch, 'infer')]
-    for name in list(NORMS) + ['normprop_folded', 'batchnorm_folded']:
+  for (width, batch), kinds in raw.items():
+    for name in list(VARIANTS) + list(FOLDED):
       row = dict(common, width=width, batch=batch, variant=name,
                  peak_rss_mb=memory.get((width, name)),
                  peak_rss_batch=128 if (width, name) in memory else None)
-      for prefix, cell in (('train', cells.get(name)),
-                           ('infer', infer.get(name))):
-        steps, times = cell if cell else (None, None)
+      for prefix in ('train', 'fit', 'infer'):
+        steps, times = kinds[prefix].get(name, (None, None))
         median = statistics.median(times) if times else None
         row.update({
             f'{prefix}_sec_per_step': median,
@@ -225,39 +262,64 @@ def _write_records(path, raw, memory, seconds):
   print(f'records: {path} ({len(lines)} lines)')
 
 
+def _measure_cell(width, batch, raw):
+  """{kind: {variant: seconds per step}} for one (width, batch)."""
+  trainers, fitters = {}, {}
+  for name, (norm, kwargs) in VARIANTS.items():
+    trainers[name] = harness.Trainer(norm, width, batch, **kwargs)
+    fitters[name] = harness.FitTrainer(norm, width, batch, **kwargs)
+  # Loop and fit steps in one rotation, so drifts hit both alike.
+  both = {**{('train', n): t for n, t in trainers.items()},
+          **{('fit', n): t for n, t in fitters.items()}}
+  timed = {}
+  medians = harness.interleaved_medians(both, _REPS.value, _STEPS.value,
+                                        timed)
+  cell = {'train': {}, 'fit': {}}
+  raw.update({'train': {}, 'fit': {}})
+  for (kind, name), seconds in medians.items():
+    cell[kind][name] = seconds
+    raw[kind][name] = timed[(kind, name)]
+  predictors = {n: harness.Predictor(t.model, batch)
+                for n, t in trainers.items()}
+  for name in FOLDED:
+    predictors[name] = harness.Predictor(
+        export.fold(trainers[name[:-len('_folded')]].model), batch)
+  raw['infer'] = {}
+  cell['infer'] = harness.interleaved_medians(
+      predictors, _INFER_REPS.value, _STEPS.value, raw['infer'])
+  return cell
+
+
 def main(argv):
   del argv
+  # Every variant traces its own steps, which TF warns about as retracing.
+  logging.getLogger('tensorflow').setLevel(logging.ERROR)
   if _ONE.value:
     _one_variant(_ONE.value)
     return
   start = time.time()
   results, memory, raw = {}, {}, {}
-  for width in [float(w) for w in _WIDTHS.value]:
-    for batch in [int(b) for b in _BATCHES.value]:
-      print(f'width {width}, batch {batch}: measuring ...', flush=True)
-      trainers = {n: harness.Trainer(n, width, batch) for n in NORMS}
-      raw[(width, batch, 'train')] = {}
-      train = harness.interleaved_medians(trainers, _REPS.value, _STEPS.value,
-                       raw[(width, batch, 'train')])
-      predictors = {n: harness.Predictor(t.model, batch) for n, t in trainers.items()}
-      predictors['normprop_folded'] = harness.Predictor(
-          export.fold(trainers['normprop'].model), batch)
-      predictors['batchnorm_folded'] = harness.Predictor(
-          export.fold(trainers['batchnorm'].model), batch)
-      raw[(width, batch, 'infer')] = {}
-      infer = harness.interleaved_medians(predictors, _INFER_REPS.value, _STEPS.value,
-                       raw[(width, batch, 'infer')])
-      results[(width, batch)] = {'train': train, 'infer': infer}
-      print('  train img/s: ' + ', '.join(
-          f'{n} {batch / s:,.1f}' for n, s in train.items()), flush=True)
-    if _MEMORY.value:
-      for norm in NORMS:
-        memory[(width, norm)] = _peak_rss_mb(norm, width, 128)
-  table = _table(results, memory)
+  cells = [(float(w), int(b)) for w in _WIDTHS.value
+           for b in _BATCH_SIZES.value]
+  for i, (width, batch) in enumerate(cells):
+    elapsed = time.time() - start
+    eta = f', ETA {elapsed / i * (len(cells) - i) / 60:.0f} min' if i else ''
+    print(f'[{i + 1}/{len(cells)}] width {width}, batch {batch}: measuring '
+          f'({elapsed / 60:.0f} min so far{eta}) ...', flush=True)
+    raw[(width, batch)] = {}
+    results[(width, batch)] = _measure_cell(width, batch, raw[(width, batch)])
+    print('  train img/s (loop): ' + ', '.join(
+        f'{n} {batch / s:,.1f}'
+        for n, s in results[(width, batch)]['train'].items()), flush=True)
+  if _MEMORY.value:
+    for width in sorted({w for w, _ in cells}, reverse=True):
+      for name in VARIANTS:
+        memory[(width, name)] = _peak_rss_mb(name, width, 128)
+  table, targets = _table(results, memory), _targets(results, memory)
   print(table)
-  print(_targets(results))
+  print(targets)
   if _REPORT.value:
-    _write_report(_REPORT.value, table, results, time.time() - start)
+    _write_report(_REPORT.value, table, targets, time.time() - start)
   if _RECORDS.value:
     _write_records(_RECORDS.value, raw, memory, time.time() - start)
 

@@ -43,6 +43,11 @@ def _ones(scale):
 def scaled_kernel(kernel, gamma, divisor=1.0, post_scale=1.0):
   """Returns W * gamma * post_scale / (divisor * ||W_i||) per output unit.
 
+  Its gradient is written out (`_scaled_kernel_grad`) rather than derived by
+  autodiff, which spends more passes over the kernel (a broadcast `Tile` of
+  the norm's gradient, and separate products for the two paths into W);
+  at batch 1 those O(parameters) passes are a visible part of a step.
+
   Args:
     kernel: float32 (or float64) kernel; the norm is computed in its dtype.
     gamma: per-unit scale, shape (units,).
@@ -50,8 +55,40 @@ def scaled_kernel(kernel, gamma, divisor=1.0, post_scale=1.0):
     post_scale: extra per-layer factor folded in for free (NormProp folds 1/c2
       here when the activation is positively homogeneous).
   """
+  return _scaled_kernel(kernel, gamma, post_scale / divisor)
+
+
+def scaled_kernel_autodiff(kernel, gamma, divisor=1.0, post_scale=1.0):
+  """`scaled_kernel` with the gradient autodiff derives (for tests and the
+  benchmark that compares the two)."""
   scale = gamma * (post_scale / divisor) / kernel_norm(kernel)
   return kernel * scale
+
+
+def _scaled_kernel(kernel, gamma, factor):
+  axes = tuple(range(len(kernel.shape) - 1))
+
+  @ops.custom_gradient
+  def scaled(kernel, gamma):
+    norm = ops.sqrt(ops.sum(ops.square(kernel), axis=axes) + NORM_EPSILON)
+    unit_scale = factor / norm
+    scale = gamma * unit_scale
+
+    def grad(*args, upstream=None):
+      if upstream is None:
+        (upstream,) = args
+      # With W' = W * gamma * f / n: dL/dgamma = f/n * <dW', W> and
+      # dL/dW = (gamma f / n) * (dW' - W * <dW', W> / n^2), per unit.
+      dot = ops.sum(upstream * kernel, axis=axes)
+      d_kernel = (upstream - kernel * (dot / ops.square(norm))) * scale
+      return d_kernel, dot * unit_scale
+
+    return kernel * scale, grad
+
+  # Values, not variables, as the arguments (a same-dtype cast reads a
+  # variable without copying it): TF's custom gradient would otherwise ask
+  # for the gradients of the variables it sees as captured.
+  return scaled(ops.cast(kernel, kernel.dtype), ops.cast(gamma, gamma.dtype))
 
 
 def post_normalize(u, activation):
@@ -182,7 +219,7 @@ def add_bias(y, bias):
   time on this 2-core machine: the separate `Sum` of `+`'s gradient runs on
   the other core, in parallel with the filter gradient. Measured,
   interleaved, median of 7: NormProp training 2-8% faster with `+`
-  (`python -m benchmarks.bias_add_ab`, reports/perf.md). The forward pass
+  (`python -m benchmarks.ab --experiment=bias_add`, reports/perf.md). The forward pass
   fuses conv + add + ReLU either way.
   """
   return y + bias
