@@ -151,6 +151,90 @@ def _fold_wrapper(layer, x, shift):
   return x, post_shift or 0.0
 
 
+def _fold_rescaling(layer, x, shift):
+  """y = a x + o: the copy passes a pending shift on, scaled by a."""
+  scale = np.asarray(layer.scale, np.float64)
+  if shift and scale.ndim:
+    raise ValueError(
+        'fold() carries a pending shift through a Rescaling only with a '
+        f'scalar scale. Received: layer {layer.name!r} with scale '
+        f'{layer.scale!r}')
+  return type(layer).from_config(layer.get_config())(x), shift * float(scale)
+
+
+def _fold_pooling_correction(layer, x, shift):
+  """real = (x - shift - mean) / std: one per-channel affine map."""
+  return keras.layers.Rescaling(1.0 / layer.std,
+                                offset=-(shift + layer.mean) / layer.std,
+                                name=layer.name)(x), 0.0
+
+
+def _fold_activation(layer, x, shift):
+  if shift:
+    x = keras.layers.Rescaling(1.0, offset=-shift,
+                               name=f'{layer.name}_shift')(x)
+  return type(layer).from_config(layer.get_config())(x), 0.0
+
+
+def _with_batch_norm(w, b, bn):
+  """Kernel and bias with a following BN's moving statistics folded in."""
+  gamma = bn.gamma.numpy() if bn.scale else 1.0
+  beta = bn.beta.numpy() if bn.center else 0.0
+  s = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+  return w * s, (b - bn.moving_mean.numpy()) * s + beta
+
+
+def _fold_linear(layer, bn, x, shift):
+  """A Conv2D/Dense (NormProp, weight-norm or plain, then `bn` if not
+  None) as a plain one; returns (output, the shift it leaves pending)."""
+  w, b, act, post_shift = _linear_parts(layer)
+  geometry = _conv_geometry(layer)
+  # A layer with input_shift s computes its function of (its input - s).
+  shift = shift + getattr(layer, 'input_shift', 0.0)
+  if bn is not None:
+    w, b = _with_batch_norm(w, b, bn)
+  if shift:
+    padded = geometry is not None and geometry['padding'] == 'same' and (
+        w.shape[0] > 1 or w.shape[1] > 1)
+    if padded:
+      x = keras.layers.Rescaling(1.0, offset=-shift,
+                                 name=f'{layer.name}_shift')(x)
+    else:
+      b = b - shift * w.sum(axis=tuple(range(w.ndim - 1)))
+  if geometry is None:
+    new = keras.layers.Dense(w.shape[-1], name=layer.name)
+  else:
+    new = keras.layers.Conv2D(w.shape[-1], w.shape[:2], name=layer.name,
+                              **geometry)
+  x = new(x)
+  new.set_weights([w.astype('float32'), b.astype('float32')])
+  if act is not None:
+    x = _keras_activation(act)(x)
+  # Centred, the layer's output is the folded one minus c1/c2; with
+  # center_output=False it is the folded one.
+  return x, ((post_shift or 0.0) if getattr(layer, 'center_output', True)
+             else 0.0)
+
+
+_LINEAR = (keras.layers.Conv2D, keras.layers.Dense, np_layers.NormPropConv2D,
+           np_layers.NormPropDense, np_layers.WeightNormConv2D,
+           np_layers.WeightNormDense)
+
+
+def _copy(layer, x, shift):
+  return type(layer).from_config(layer.get_config())(x), shift
+
+
+# (layer types, fold function(layer, x, shift) -> (x, shift)), in order.
+_FOLDERS = (
+    (_SHIFT_COMMUTES, _copy),
+    (keras.layers.Rescaling, _fold_rescaling),
+    (np_layers.PoolingCorrection, _fold_pooling_correction),
+    (_WRAPPERS, _fold_wrapper),
+    (keras.layers.Activation | keras.layers.ReLU, _fold_activation),
+)
+
+
 def fold(model, name=None):
   """Returns a standard-Keras-layer copy of `model` for inference.
 
@@ -175,77 +259,19 @@ def fold(model, name=None):
     i += 1
     if isinstance(layer, _SKIP_AT_INFERENCE):
       continue
-    if isinstance(layer, _SHIFT_COMMUTES):
-      x = type(layer).from_config(layer.get_config())(x)
+    folder = next((f for types, f in _FOLDERS if isinstance(layer, types)),
+                  None)
+    if folder is not None:
+      x, shift = folder(layer, x, shift)
       continue
-    if isinstance(layer, keras.layers.Rescaling):
-      # y = a x + o: the copy of the layer passes the offset on, scaled.
-      scale = np.asarray(layer.scale, np.float64)
-      if shift and scale.ndim:
-        raise ValueError(
-            'fold() carries a pending shift through a Rescaling only with a '
-            f'scalar scale. Received: layer {layer.name!r} with scale '
-            f'{layer.scale!r}')
-      x = type(layer).from_config(layer.get_config())(x)
-      shift = shift * float(scale)
-      continue
-    if isinstance(layer, np_layers.PoolingCorrection):
-      # real = (x - shift - mean) / std: one per-channel affine map.
-      x = keras.layers.Rescaling(1.0 / layer.std,
-                                 offset=-(shift + layer.mean) / layer.std,
-                                 name=layer.name)(x)
-      shift = 0.0
-      continue
-    if isinstance(layer, _WRAPPERS):
-      x, shift = _fold_wrapper(layer, x, shift)
-      continue
-    if isinstance(layer, keras.layers.Activation | keras.layers.ReLU):
-      if shift:
-        x = keras.layers.Rescaling(1.0, offset=-shift,
-                                   name=f'{layer.name}_shift')(x)
-        shift = 0.0
-      x = type(layer).from_config(layer.get_config())(x)
-      continue
-    if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense,
-                              np_layers.NormPropConv2D, np_layers.NormPropDense,
-                              np_layers.WeightNormConv2D,
-                              np_layers.WeightNormDense)):
+    if not isinstance(layer, _LINEAR):
       raise ValueError(f'fold() cannot fold layer {layer.name!r} of type '
                        f'{type(layer).__name__}. Received: {layer!r}')
-    w, b, act, post_shift = _linear_parts(layer)
-    geometry = _conv_geometry(layer)
-    # A layer with input_shift s computes its function of (its input - s).
-    shift = shift + getattr(layer, 'input_shift', 0.0)
+    bn = None
     if i < len(chain) and isinstance(chain[i],
                                      keras.layers.BatchNormalization):
-      bn = chain[i]
-      i += 1
-      gamma = bn.gamma.numpy() if bn.scale else 1.0
-      beta = bn.beta.numpy() if bn.center else 0.0
-      s = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
-      w, b = w * s, (b - bn.moving_mean.numpy()) * s + beta
-    if shift:
-      padded = geometry is not None and geometry['padding'] == 'same' and (
-          w.shape[0] > 1 or w.shape[1] > 1)
-      if padded:
-        x = keras.layers.Rescaling(1.0, offset=-shift,
-                                   name=f'{layer.name}_shift')(x)
-      else:
-        b = b - shift * w.sum(axis=tuple(range(w.ndim - 1)))
-      shift = 0.0
-    if geometry is None:
-      new = keras.layers.Dense(w.shape[-1], name=layer.name)
-    else:
-      new = keras.layers.Conv2D(w.shape[-1], w.shape[:2], name=layer.name,
-                                **geometry)
-    x = new(x)
-    new.set_weights([w.astype('float32'), b.astype('float32')])
-    if act is not None:
-      x = _keras_activation(act)(x)
-    # Centred, the layer's output is the folded one minus c1/c2; with
-    # center_output=False it is the folded one.
-    shift = (post_shift or 0.0) if getattr(layer, 'center_output',
-                                           True) else 0.0
+      bn, i = chain[i], i + 1
+    x, shift = _fold_linear(layer, bn, x, shift)
   if shift:
     x = keras.layers.Rescaling(1.0, offset=-shift, name='output_shift')(x)
   return keras.Model(inputs, x, name=name or f'{model.name}_folded')
