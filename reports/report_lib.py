@@ -326,3 +326,14 @@ def hardware_string(hardware):
              f'{hardware.get(hardware.get("keras_backend", ""), "")}'.rstrip())
   text = f'{cpu}, {hardware.get("cpu_count", "?")} cores, {backend}'
   return text + (f', {accel}' if accel else '')
+
+
+def divergence_window(run):
+  """'steps a-b': where the loss became non-finite, from the train logs."""
+  steps = [step for step, _, _ in run.series('train', 'loss')]
+  start = steps[-1] if steps else 0
+  # The logging cadence, read off the records: the first logged step.
+  every = steps[0] if steps else 0
+  if not every:
+    return f'after step {start}'
+  return f'non-finite loss in steps {start + 1}-{start + every}'

@@ -424,17 +424,6 @@ def _learning_rate(run):
   return float(value)
 
 
-def _divergence_window(run):
-  """'steps a-b': where the loss became non-finite, from the train logs."""
-  steps = [step for step, _, _ in run.series('train', 'loss')]
-  start = steps[-1] if steps else 0
-  # The logging cadence, read off the records: the first logged step.
-  every = steps[0] if steps else 0
-  if not every:
-    return f'after step {start}'
-  return f'non-finite loss in steps {start + 1}-{start + every}'
-
-
 def exp6_lr_sweep(ctx):
   lines = ['## 6. Learning-rate stability', '',
            'One epoch at a constant learning rate per run, NormProp and BN '
@@ -461,7 +450,7 @@ def exp6_lr_sweep(ctx):
           continue
         status = run.status
         if status == 'diverged':
-          status = f'**diverged** ({_divergence_window(run)})'
+          status = f'**diverged** ({lib.divergence_window(run)})'
         loss = run.last('train', 'loss') if run.status == 'completed' else None
         row += [status, md.num(f'{loss[1]:.4f}', run) if loss else '-',
                 md.num(lib.pct(run.final_error('validation')), run)]

@@ -24,6 +24,8 @@ class Variant:
   label: str
   prefix: str        # Run names are f'{prefix}-s{seed}'.
   method: str        # 'normprop' or 'batchnorm'.
+  baseline: str = None  # The prefix it changes one factor of, if not the
+                        # method's baseline.
 
 
 VARIANTS = (
@@ -50,8 +52,16 @@ VARIANTS = (
             'study_classifier_gamma8_normprop', 'normprop'),
     Variant("4. the classifier's scale", 'NormProp, plain classifier conv',
             'study_classifier_plain_normprop', 'normprop'),
+    Variant("4. the classifier's scale",
+            'NormProp, classifier gamma 8, lr 0.02 (vs NormProp at lr 0.02)',
+            'study_classifier_gamma8_normprop-lr0.02', 'normprop',
+            'study_lr_normprop-lr0.02'),
     Variant('5. gamma init', 'NormProp, gamma init 1 (not 1/1.21)',
             'study_gamma1_normprop', 'normprop'),
+    Variant('5. gamma init',
+            'NormProp, gamma init 1, lr 0.02 (vs NormProp at lr 0.02)',
+            'study_gamma1_normprop-lr0.02', 'normprop',
+            'study_lr_normprop-lr0.02'),
     Variant('6. learning rate', 'NormProp, lr 0.02', 'study_lr_normprop-lr0.02',
             'normprop'),
     Variant('6. learning rate', 'NormProp, lr 0.1', 'study_lr_normprop-lr0.1',
@@ -101,27 +111,47 @@ def _gap_cells(by_seed):
   return [cell(['conv1']), cell(POST_POOL), cell(sorted(gaps[0]))]
 
 
+def _diverged(ctx, prefix):
+  """{seed: where the loss became non-finite} of the diverged runs."""
+  return {r.seed: lib.divergence_window(r)
+          for name, r in sorted(ctx.runs.items())
+          if name.startswith(f'{prefix}-s') and
+          name[len(prefix) + 2:].isdigit() and r.status == 'diverged'}
+
+
 def _errors(by_seed, split):
   return {s: r.final_error(split) for s, r in by_seed.items()}
 
 
 def _table(ctx):
   rows = []
-  baselines = {m: _errors(_runs(ctx, p), 'validation')
-               for m, p in BASELINE.items()}
+  baselines = {p: _errors(_runs(ctx, p), 'validation')
+               for p in set(BASELINE.values()) | {
+                   v.baseline for v in VARIANTS if v.baseline}}
   for v in VARIANTS:
     by_seed = _runs(ctx, v.prefix)
+    diverged = _diverged(ctx, v.prefix)
+    if diverged and not by_seed:
+      rows.append([v.hypothesis, v.label, md.gin_link(next(
+          r.gin_file for n, r in sorted(ctx.runs.items())
+          if n.startswith(v.prefix + '-s'))),
+                   ', '.join(str(s) for s in sorted(diverged)),
+                   '**diverged** (' + '; '.join(
+                       f'seed {s}: {w}' for s, w in sorted(diverged.items()))
+                   + ')', '-', '-', '-', '-', '-', '-'])
+      continue
     some = next(iter(by_seed.values()), None)
     val, test = _errors(by_seed, 'validation'), _errors(by_seed, 'test')
-    delta = lib.paired_difference(val, baselines['normprop'])
-    own = lib.paired_difference(val, baselines[v.method])
+    own_baseline = v.baseline or BASELINE[v.method]
+    delta = lib.paired_difference(val, baselines[BASELINE['normprop']])
+    own = lib.paired_difference(val, baselines[own_baseline])
     rows.append([
         v.hypothesis, v.label, md.gin_link(some.gin_file if some else None),
         ', '.join(str(s) for s in sorted(by_seed)) or '-',
         md.num(lib.pct_spread(lib.spread(val.values())), some),
         md.num(lib.pct_spread(lib.spread(test.values())), some),
         lib.signed_pct(delta.mean) if delta else '-',
-        lib.signed_pct(own.mean) if own and v.prefix != BASELINE[v.method]
+        lib.signed_pct(own.mean) if own and v.prefix != own_baseline
         else '-', *_gap_cells(by_seed)])
   return md.table(
       ['hypothesis', 'variant', 'gin file', 'seeds', 'validation error %',

@@ -98,6 +98,12 @@ STUDY_VARIANTS = (('pool_correction_normprop', 'study_pool_correction_normprop')
                   ('zca_exact_batchnorm', 'study_zca_exact_batchnorm'),
                   ('standardize_batchnorm', 'study_standardize_batchnorm'))
 STUDY_LEARNING_RATES = (0.02, 0.1)
+# Variants that diverged at the baseline's 0.05 (gamma 1, classifier gamma
+# 8), again at 0.02, against the NormProp baseline at 0.02
+# (study_lr_normprop-lr0.02): one factor, at a rate where both train.
+STUDY_AT_LOWER_RATE = (('gamma1_normprop', 'study_gamma1_normprop'),
+                       ('classifier_gamma8_normprop',
+                        'study_classifier_gamma8_normprop'))
 
 
 def study_experiments():
@@ -119,6 +125,11 @@ def study_experiments():
     for norm in ('normprop', 'batchnorm'):
       runs.append(('study', f'study_long_{norm}-s{seed}', f'study_long_{norm}',
                    bind))
+  for seed in SEEDS:
+    for name, gin_file in STUDY_AT_LOWER_RATE:
+      runs.append(('study', f'study_{name}-lr0.02-s{seed}', gin_file,
+                   ['optimizer.learning_rate = 0.02',
+                    f'experiment.seed = {seed}']))
   return runs
 
 
