@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from normprop_tf import diagnostics
 from normprop_tf import models
+from normprop_tf.training import artifacts
 from normprop_tf.training import builders
 from normprop_tf.training import config as cfg
 from normprop_tf.training import errors
@@ -266,3 +267,17 @@ def test_each_builder_works_alone_without_gin(prepared):
 def test_components_validate_their_own_settings(make, match):
   with pytest.raises(checks.ArgumentError, match=match):
     make()
+
+
+def test_hparams_lead_with_the_settings_comparisons_vary():
+  """TensorBoard shows the first HParams columns until the user picks
+  others, and cannot mark differing ones when each run writes its own
+  config: the usually varied settings come first, in a fixed order."""
+  flat = artifacts.flat_hparams({
+      'data': {'name': 'cifar10'}, 'runtime': {'seed': 2},
+      'model': {'width': 0.25, 'norm': 'batchnorm', 'dropout': 0.0},
+      'optimizer': {'learning_rate': 0.05, 'momentum': 0.9}})
+  assert list(flat) == ['model.norm', 'model.width',
+                        'optimizer.learning_rate', 'runtime.seed',
+                        'data.name', 'model.dropout', 'optimizer.momentum']
+  assert flat['model.norm'] == 'batchnorm'

@@ -35,14 +35,26 @@ def write_operative_config(model_dir):
   return text
 
 
+# Settings that comparisons usually vary, first: TensorBoard's HParams table
+# shows the first few columns until the user picks others, and it cannot
+# tell which settings differ when every run writes its own config.
+LEADING_HPARAMS = ('model.norm', 'model.width', 'optimizer.learning_rate',
+                   'runtime.seed', 'train_input.augment',
+                   'train_input.preprocessing', 'length.total_steps',
+                   'train_input.global_batch_size')
+
+
 def flat_hparams(settings):
-  """{'model.norm': 'normprop', ...}: the run's settings as HParams values."""
+  """{'model.norm': 'normprop', ...}: the run's settings as HParams values,
+  the `LEADING_HPARAMS` first."""
   flat = {}
   for group, values in settings.items():
     for key, value in values.items():
       flat[f'{group}.{key}'] = (value if isinstance(
           value, (bool, int, float, str)) else str(value))
-  return flat
+  lead = [k for k in LEADING_HPARAMS if k in flat]
+  return {**{k: flat[k] for k in lead},
+          **{k: v for k, v in flat.items() if k not in lead}}
 
 
 def write_run_header(writer, model_dir, trial_id, step, hparams):
