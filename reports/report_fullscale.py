@@ -48,6 +48,27 @@ def _rows(runs):
   return rows
 
 
+def _scale_notes(runs):
+  """What differs from full scale in the records, from their config.json:
+  e.g. a rehearsal's width, length or subset. [] for full-scale records."""
+  notes = set()
+  for name, run in sorted(runs.items()):
+    width = run.setting('model', 'width')
+    total = run.setting('length', 'total_steps')
+    per_epoch = run.setting('length', 'steps_per_epoch')
+    epochs = total / per_epoch if total and per_epoch else None
+    subset = run.setting('data', 'subset_per_class')
+    if width not in (None, 1.0):
+      notes.add(f'width {width:g}')
+    if epochs not in (None, 50):
+      notes.add(f'{epochs:g} epoch{"" if epochs == 1 else "s"}')
+    if subset:
+      per_split = (', '.join(f'{k} {v}' for k, v in sorted(subset.items()))
+                   if isinstance(subset, dict) else str(subset))
+      notes.add(f'a subset of the images per class ({per_split})')
+  return sorted(notes)
+
+
 def section(ctx):
   runs = ctx.fullscale
   lines = ['## 9. Full scale: Table 1\'s CIFAR-10 cells', '',
@@ -59,7 +80,9 @@ def section(ctx):
            'the JPEG-compressed copy of CIFAR-10 (decoded with Pillow), '
            'every setting marked reconstructed in docs/method.md is a '
            'reconstruction, and the seeds are few. Test errors in %; '
-           '"difference" is this run minus the paper.', '']
+           '"difference" is this run minus the paper. The paper\'s numbers '
+           'are as docs/method.md transcribes them (Table 1; unverified '
+           'against the published PDF).', '']
   if not runs:
     return lines + [
         '**Not run yet.** No accelerator was available to the session that '
@@ -68,9 +91,15 @@ def section(ctx):
         '`tar -xzf records.tar.gz -C reports/runs && python -m '
         'reports.make_report`. A rehearsal on any CPU: '
         f'`SKIP_WHEELS=1 {SCRIPT} --tiny`.']
+  notes = _scale_notes(runs)
+  if notes:
+    lines += [f'**Not full scale:** these records were made with '
+              f'{", ".join(notes)} (e.g. the script\'s `--tiny` rehearsal); '
+              'they are not comparable with the paper.', '']
   lines += md.table(['column', 'method', 'gin file', 'seeds', 'test error %',
                      'paper %', 'difference (points)'], _rows(runs))
   hardware = sorted({lib.hardware_string(r.hardware) for r in runs.values()
                      if r.hardware})
   lines += ['', f'Hardware and backend: {"; ".join(hardware) or "-"}.']
-  return lines + md.runs_table(runs)
+  return lines + md.runs_table(runs, subdir='fullscale/',
+                               work_dir='runs/fullscale')

@@ -73,24 +73,24 @@ def table(header, rows):
 SOURCE_PLACEHOLDER = 'path/to/cifar10-jpg.tar.gz'
 
 
-def display_command(name, command):
+def display_command(name, command, work_dir='runs/reduced'):
   """The recorded command as a reader reruns it.
 
   The offline CIFAR-10 copy's location and the work directory belong to
   the machine that made the record: they are shown as
-  `path/to/cifar10-jpg.tar.gz` and `runs/reduced/<run>`.
+  `path/to/cifar10-jpg.tar.gz` and `<work_dir>/<run>`.
   """
   args = []
   for arg in shlex.split(command):
     if arg.startswith('--gin_bindings=dataset.source = '):
       arg = f"--gin_bindings=dataset.source = '{SOURCE_PLACEHOLDER}'"
     elif arg.startswith('--model_dir='):
-      arg = f'--model_dir=runs/reduced/{name}'
+      arg = f'--model_dir={work_dir}/{name}'
     args.append(arg)
   return shlex.join(args)
 
 
-def runs_table(runs):
+def runs_table(runs, subdir='', work_dir='runs/reduced'):
   """Per run: seed, gin file, status, wall time, hardware, exact command."""
   rows = []
   for name, run in sorted(runs.items()):
@@ -99,14 +99,14 @@ def runs_table(runs):
       last = run.last_step()
       status += (f' (exit {run.exit_status}, last record: '
                  f'{"none" if last is None else f"step {last}"})')
-    rows.append([f'[{name}](runs/{name}/)', _or_dash(run.seed),
+    rows.append([f'[{name}](runs/{subdir}{name}/)', _or_dash(run.seed),
                  gin_link(run.gin_file),
                  status, lib.duration(run.wall_seconds),
                  lib.duration(run.train_seconds),
                  lib.hardware_string(run.hardware),
-                 f'`{display_command(name, run.command)}`' if run.command
-                 else '-'])
-  return ['', 'Runs (records in `reports/runs/<run>/`):', ''] + table(
+                 f'`{display_command(name, run.command, work_dir)}`'
+                 if run.command else '-'])
+  return ['', f'Runs (records in `reports/runs/{subdir}<run>/`):', ''] + table(
       ['run', 'seed', 'gin file', 'status', 'wall time', 'train time',
        'hardware', 'command'], rows)
 

@@ -19,6 +19,7 @@ Each runs the real binaries on the prepared CIFAR-10 subset
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import pytest
 import tensorflow as tf
 
 from normprop_tf import data
+from normprop_tf.utils import locking
 from tests.data_fixtures import ROOT
 
 pytest_plugins = ('tests.data_fixtures',)
@@ -101,11 +103,26 @@ def test_concurrent_preparations_of_one_data_dir(subset_tar, tmp_path):
   args = [sys.executable, '-m', 'data_prep.prepare', '--dataset=cifar10',
           f'--source={subset_tar}', f'--data_dir={tmp_path / "data"}',
           '--validation_size=50', '--nozca']
+  # While another process holds the directory, a preparation waits for it
+  # (the holder here is this test, so the overlap does not depend on timing).
+  holder = locking.DirectoryLock(str(tmp_path / 'data'), 'a test holding it',
+                                 wait=True)
+  with holder:
+    waiting = _start(args, tmp_path / 'waiting.log')
+    deadline = time.monotonic() + 120
+    while 'waiting for it to finish' not in (
+        tmp_path / 'waiting.log').read_text():
+      assert waiting.poll() is None, (tmp_path / 'waiting.log').read_text()
+      assert time.monotonic() < deadline, 'never waited for the lock'
+      time.sleep(0.2)
+    assert not (tmp_path / 'data' / 'stats.json').exists()
+  assert waiting.wait(timeout=300) == 0, (
+      tmp_path / 'waiting.log').read_text()[-2000:]
+  shutil.rmtree(tmp_path / 'data')
+  # Two real preparations at once: both succeed, the directory is whole.
   procs = [_start(args, tmp_path / f'prep{i}.log') for i in range(2)]
   assert [p.wait(timeout=300) for p in procs] == [0, 0], [
       (tmp_path / f'prep{i}.log').read_text()[-2000:] for i in range(2)]
-  logs = ''.join((tmp_path / f'prep{i}.log').read_text() for i in range(2))
-  assert 'waiting for it to finish' in logs
   info = data.load_manifest(str(tmp_path / 'data'))
   for split in info['splits']:
     data.verify_split(str(tmp_path / 'data'), info, split, 'full')

@@ -43,7 +43,8 @@ DataError = data.DataError
 
 
 def _tar(path, members):
-  with tarfile.open(path, 'w:gz') as tar:
+  mode = 'w' if str(path).endswith('.tar') else 'w:gz'
+  with tarfile.open(path, mode) as tar:
     for name, content in members.items():
       info = tarfile.TarInfo(name)
       info.size = len(content)
@@ -72,6 +73,20 @@ def test_a_pickle_payload_is_refused_and_never_runs(tmp_path):
   assert not marker.exists()
 
 
+def test_one_pickle_in_a_jpeg_tarball_is_refused_and_never_runs(
+    subset_members, tmp_path):
+  """The JPEG copy plus one file named like a CIFAR batch: the archive is
+  read as a python archive, and the payload is refused, not run."""
+  marker = tmp_path / 'pwned'
+  members = dict(subset_members)
+  members['cifar-10-batches-py/data_batch_1'] = pickle.dumps(
+      {b'data': _Payload(str(marker)), b'labels': [0]})
+  with pytest.raises(DataError, match=r'refused to load posix\.system'):
+    preparer.prepare('cifar10', str(tmp_path / 'out'),
+                     source=_tar(tmp_path / 'mixed.tar.gz', members))
+  assert not marker.exists()
+
+
 def test_a_non_dict_pickle_is_one_error(tmp_path):
   archive = _tar(tmp_path / 'list.tar.gz', {
       'cifar-10-batches-py/data_batch_1': pickle.dumps([1, 2, 3])})
@@ -79,14 +94,16 @@ def test_a_non_dict_pickle_is_one_error(tmp_path):
     preparer.prepare('cifar10', str(tmp_path / 'out'), source=archive)
 
 
-def test_a_tar_cut_at_a_file_boundary_is_refused(subset_members, tmp_path):
+@pytest.mark.parametrize('suffix', ['.tar', '.tar.gz'])
+def test_a_tar_cut_at_a_file_boundary_is_refused(subset_members, tmp_path,
+                                                 suffix):
   # Train first, then the test images, cut after 36 of the 100.
   names = sorted(subset_members, key=lambda n: (not n.startswith('train/'), n))
   cut = {n: subset_members[n] for n in names[:400 + 36]}
   with pytest.raises(DataError, match=r'test/ holds .*classes empty.*'
                      'looks truncated'):
     preparer.prepare('cifar10', str(tmp_path / 'out'),
-                     source=_tar(tmp_path / 'cut.tar.gz', cut))
+                     source=_tar(tmp_path / f'cut{suffix}', cut))
 
 
 def test_a_huge_non_image_member_is_skipped_unread(subset_members, tmp_path):
@@ -139,6 +156,19 @@ def test_edited_statistics_are_named(prepared, tmp_path, edit, match):
     data.load_stats(data_dir)
 
 
+@pytest.mark.parametrize('field', [manifest.CONTENT_SHA256,
+                                   manifest.STATS_NPZ_SHA256])
+def test_statistics_without_their_checksums_are_refused(prepared, tmp_path,
+                                                        field):
+  """Removing a checksum does not switch its check off."""
+  data_dir = str(tmp_path / 'copy')
+  shutil.copytree(prepared[0], data_dir)
+  _edit_manifest(data_dir, lambda i: i.pop(field),
+                 keep_checksum=field != manifest.CONTENT_SHA256)
+  with pytest.raises(DataError, match=f'has no {field}'):
+    data.load_stats(data_dir)
+
+
 def test_truncated_or_non_finite_statistics_are_named(prepared, tmp_path):
   data_dir = str(tmp_path / 'copy')
   shutil.copytree(prepared[0], data_dir)
@@ -155,6 +185,12 @@ def test_truncated_or_non_finite_statistics_are_named(prepared, tmp_path):
   _edit_manifest(data_dir, lambda i: i.update(
       {manifest.STATS_NPZ_SHA256: sha}), keep_checksum=True)
   with pytest.raises(DataError, match='std holds 3072 non-finite values'):
+    data.load_stats(data_dir)
+  arrays = dict(st.arrays, std=np.zeros_like(st.arrays['std']))
+  sha = stats_lib.save_npz(path, arrays, st.info['fingerprint'])
+  _edit_manifest(data_dir, lambda i: i.update(
+      {manifest.STATS_NPZ_SHA256: sha}), keep_checksum=True)
+  with pytest.raises(DataError, match='std is negative or zero everywhere'):
     data.load_stats(data_dir)
 
 
@@ -289,3 +325,38 @@ def test_an_options_typo_is_a_data_error():
   with pytest.raises(DataError, match='Unknown preparation option'):
     options_lib.make(validation_sise=5)
   assert time.time() > 0
+
+
+# ---- final artifacts and a full disk ------------------------------------------
+
+
+def test_a_continued_run_drops_its_final_artifacts(tmp_path):
+  """summary.json and the final models never describe an older state than
+  the latest checkpoint: training that continues removes them first."""
+  from normprop_tf.training import artifacts  # pylint: disable=g-import-not-at-top
+  for name in (artifacts.SUMMARY_FILE, artifacts.MODEL_FILE,
+               artifacts.CORE_MODEL_FILE):
+    (tmp_path / name).write_text('old')
+  (tmp_path / artifacts.SAVED_MODEL_DIR).mkdir()
+  (tmp_path / artifacts.SAVED_MODEL_DIR / 'saved_model.pb').write_text('old')
+  (tmp_path / records.METRICS_FILE).write_text('')
+  artifacts.remove_final(str(tmp_path))
+  assert sorted(p.name for p in tmp_path.iterdir()) == [records.METRICS_FILE]
+
+
+def test_a_full_disk_is_one_line_that_says_the_checkpoint_is_intact(
+    tmp_path, monkeypatch, capsys):
+  """ENOSPC from a Python-side write (records, config, export) ends like
+  TensorFlow's own disk-full error: one line, exit status 1."""
+  import errno  # pylint: disable=g-import-not-at-top
+  from normprop_tf.training import cli  # pylint: disable=g-import-not-at-top
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device', 'metrics.jsonl')
+
+  monkeypatch.setattr(cli, '_train', full)
+  assert cli.train([], [], str(tmp_path), 'python -m normprop_tf.train') == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith(
+      'normprop_tf.train: error: The disk is full')
+  assert 'last checkpoint' in err[0] and 'rerun the same command' in err[0]

@@ -162,7 +162,8 @@ def test_no_offline_copy_and_wrong_backend_are_one_line_errors(tmp_path):
   lines = [l for l in proc.stderr.splitlines()
            if l.startswith('normprop_tf.train_jax: error: ')]
   assert len(lines) == 1 and 'TFDS needs TensorFlow' in lines[0]
-  assert 'No offline copy of svhn' in lines[0]
+  assert 'No offline copy of svhn comes with this project' in lines[0]
+  assert 'svhn-python' not in lines[0]  # SVHN ships no python archive.
   assert 'Traceback' not in proc.stderr
   proc = subprocess.run(
       [sys.executable, '-m', 'normprop_tf.train_jax', '--gin_file=gin/smoke.gin',

@@ -138,7 +138,12 @@ def check_manifest(info, path, fix):
     DataError: naming the file and the field that is inconsistent.
   """
   stored = info.get(CONTENT_SHA256)
-  if stored is not None and stored != content_sha256(info):
+  if stored is None:
+    raise errors.DataError(
+        f'{path} has no {CONTENT_SHA256}: it was edited, or written by an '
+        f'older version of this code, so its fields cannot be trusted. '
+        f'Re-create the dataset: {fix}')
+  if stored != content_sha256(info):
     raise errors.DataError(
         f'{path} was modified after preparation (its {CONTENT_SHA256} does '
         f'not match its content). Re-create the dataset: {fix}')

@@ -272,8 +272,11 @@ def load_stats(data_dir, dataset=None):
         f'{info["fingerprint"][:12]}. The files come from different runs. '
         f'Re-create the dataset: {fix}')
   stored_sha = info.get(manifest.STATS_NPZ_SHA256)
-  if stored_sha is not None and stored_sha != hashlib.sha256(
-      content).hexdigest():
+  if stored_sha is None:
+    raise errors.DataError(
+        f'stats.json beside {path} has no {manifest.STATS_NPZ_SHA256}, so '
+        f'{path} cannot be checked. Re-create the dataset: {fix}')
+  if stored_sha != hashlib.sha256(content).hexdigest():
     raise errors.DataError(
         f'{path} was modified after preparation (its sha256 differs from '
         f'{manifest.STATS_NPZ_SHA256} in stats.json). Re-create the '

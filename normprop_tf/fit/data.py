@@ -82,12 +82,15 @@ def _decode_all(names, files, shape, source):
 def _raw_splits(dataset, source, options):
   """{source split: (images, labels)} from a folder or an archive."""
   if source in (None, 'tfds'):
+    archive = (f' or the original {dataset}-python archive'
+               if dataset.startswith('cifar') else '')
     raise DataError(
         f'The Keras-only runner reads local copies only, and dataset.source '
         f'is {source!r}: TFDS needs TensorFlow. Bind dataset.source to a '
-        f'folder of class subfolders, a .tar.gz of one, or the original '
-        f'{dataset}-python archive. No offline copy of {dataset} is known '
-        'on this machine unless you have one.')
+        f'folder of class subfolders (one per label), a .tar.gz of '
+        f'one{archive}. No offline copy of {dataset} comes with this '
+        'project: bind your own, or train with the TensorFlow runner '
+        '(`python -m normprop_tf.train`), which reads it through TFDS.')
   if os.path.isdir(source):
     files = class_folders.folder_files(source)
   elif os.path.isfile(source):

@@ -7,6 +7,7 @@ bug and keeps its traceback.
 """
 
 import contextlib
+import errno
 import os
 import sys
 
@@ -86,6 +87,10 @@ def train(gin_files, gin_bindings, model_dir, command):
     return preemption.EXIT_STATUS[e.signal_name]
   except _USER_ERRORS as e:
     return _fail(errors.user_message(e))
+  except OSError as e:
+    if e.errno != errno.ENOSPC:
+      raise
+    return _fail(_disk_full(e, model_dir))
   except tf.errors.OpError as e:
     failure = strategies.cluster_failure(
         e, state['strategy'], os.path.join(model_dir, 'checkpoints'))
@@ -97,15 +102,23 @@ def train(gin_files, gin_bindings, model_dir, command):
   return 0
 
 
+def _first_line(error):
+  text = str(error).strip()
+  return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def _disk_full(error, model_dir):
+  return (f'The disk is full ({_first_line(error)}). The last checkpoint in '
+          f'{model_dir} is intact: free some space and rerun the same '
+          'command to resume.')
+
+
 def _op_error(error, model_dir):
   """A one-paragraph message for TensorFlow errors a user can fix, or None."""
-  text = str(error).strip().splitlines()[0][:300] if str(error).strip() else (
-      type(error).__name__)
+  text = _first_line(error)
   if isinstance(error, tf.errors.ResourceExhaustedError) or (
       'No space left' in str(error)):
-    return (f'The disk is full ({text}). The last checkpoint in {model_dir} '
-            'is intact: free some space and rerun the same command to '
-            'resume.')
+    return _disk_full(error, model_dir)
   if isinstance(error, tf.errors.DataLossError):
     return (f'A data file is corrupt ({text}). Check the shards with '
             "input_pipeline.verify = 'full' (it names the file), or "

@@ -11,9 +11,10 @@ to save and the run stops at once.
 Exit statuses (`EXIT_STATUS`): 75 for SIGTERM (EX_TEMPFAIL: "try again"),
 130 for SIGINT, as shells report Ctrl-C; both differ from a failure's 1.
 
-Under tf.distribute with several workers, the flag is all-reduced (MAX) once
-per loop call, so every worker stops after the same step and all take part
-in the same final save (the idea of
+Under tf.distribute with several workers, the flag is all-reduced (SUM: any
+worker's signal makes it positive) once per loop call, so every worker
+stops after the same step and all take part in the same final save (the
+idea of
 `tf.distribute.experimental.PreemptionCheckpointHandler`). A second signal
 while saving stops the process at once.
 """
