@@ -36,6 +36,8 @@
 #       --platform manylinux2014_x86_64 -d .whl \
 #       keras==3.15.1 optree==0.20.0 namex==0.1.0 gin-config==0.5.0
 #   (SKIP_WHEELS=1 uses the Python environment as it is, e.g. for --tiny here.)
+#   Both are ignored by git: a remote runner must carry them explicitly
+#   (19.6 MB and 2.9 MB).
 #
 # Output, under $OUT: table1.log (everything printed), runs/fullscale/<run>/
 # (as written), records.tar.gz (each run's metrics.jsonl, summary.json,
