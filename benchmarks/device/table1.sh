@@ -96,10 +96,10 @@ echo "== [$(elapsed) s] decoding the data once (Pillow), cached for every run"
 "$PYTHON" -m normprop_tf.train_jax --gin_file=gin/nin_cifar10.gin \
     --prepare_only "${common[@]}"
 
-echo "== [$(elapsed) s] calibration: 200 steps of NormProp (timed: the last 100)"
 calibration_steps=200
 calibration_log=100
 (( TINY )) && calibration_steps=12 && calibration_log=6
+echo "== [$(elapsed) s] calibration: $calibration_steps steps of NormProp (timed: the last $calibration_log)"
 t0=$(elapsed)
 "$PYTHON" -m normprop_tf.train_jax --gin_file=gin/nin_cifar10.gin \
     --model_dir="$WORK/calibration" "${common[@]}" \
