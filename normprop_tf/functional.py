@@ -43,11 +43,6 @@ def _ones(scale):
 def scaled_kernel(kernel, gamma, divisor=1.0, post_scale=1.0):
   """Returns W * gamma * post_scale / (divisor * ||W_i||) per output unit.
 
-  Its gradient is written out (`_scaled_kernel_grad`) rather than derived by
-  autodiff, which spends more passes over the kernel (a broadcast `Tile` of
-  the norm's gradient, and separate products for the two paths into W);
-  at batch 1 those O(parameters) passes are a visible part of a step.
-
   Args:
     kernel: float32 (or float64) kernel; the norm is computed in its dtype.
     gamma: per-unit scale, shape (units,).
@@ -55,40 +50,8 @@ def scaled_kernel(kernel, gamma, divisor=1.0, post_scale=1.0):
     post_scale: extra per-layer factor folded in for free (NormProp folds 1/c2
       here when the activation is positively homogeneous).
   """
-  return _scaled_kernel(kernel, gamma, post_scale / divisor)
-
-
-def scaled_kernel_autodiff(kernel, gamma, divisor=1.0, post_scale=1.0):
-  """`scaled_kernel` with the gradient autodiff derives (for tests and the
-  benchmark that compares the two)."""
   scale = gamma * (post_scale / divisor) / kernel_norm(kernel)
   return kernel * scale
-
-
-def _scaled_kernel(kernel, gamma, factor):
-  axes = tuple(range(len(kernel.shape) - 1))
-
-  @ops.custom_gradient
-  def scaled(kernel, gamma):
-    norm = ops.sqrt(ops.sum(ops.square(kernel), axis=axes) + NORM_EPSILON)
-    unit_scale = factor / norm
-    scale = gamma * unit_scale
-
-    def grad(*args, upstream=None):
-      if upstream is None:
-        (upstream,) = args
-      # With W' = W * gamma * f / n: dL/dgamma = f/n * <dW', W> and
-      # dL/dW = (gamma f / n) * (dW' - W * <dW', W> / n^2), per unit.
-      dot = ops.sum(upstream * kernel, axis=axes)
-      d_kernel = (upstream - kernel * (dot / ops.square(norm))) * scale
-      return d_kernel, dot * unit_scale
-
-    return kernel * scale, grad
-
-  # Values, not variables, as the arguments (a same-dtype cast reads a
-  # variable without copying it): TF's custom gradient would otherwise ask
-  # for the gradients of the variables it sees as captured.
-  return scaled(ops.cast(kernel, kernel.dtype), ops.cast(gamma, gamma.dtype))
 
 
 def post_normalize(u, activation):
@@ -156,6 +119,31 @@ def normprop(x, kernel, gamma, beta, linear, activation='relu', divisor=1.0,
     return r - m.mean / m.std if center_output else r
   u = affine(scaled_kernel(kernel, gamma, divisor), beta)
   return (f(u) - m.mean) / m.std
+
+
+# When a layer takes a constant input shift s into its bias (s * sum(W) off
+# it) rather than subtracting s from its input: the bias route costs a
+# reduction of the kernel and, in the backward pass, a broadcast of the
+# bias gradient over it (a few passes over the kernel, plus their ops); the
+# subtraction costs one pass over the input. Measured on NIN training steps
+# (reports/perf.md): at batch 1, where a layer's input is about its
+# kernel's size, subtracting was 12% faster per step; at batch 128 taking it
+# into the bias was 4% faster. The bias route is taken from an input 16
+# times the kernel's size up, and whenever the batch size is unknown.
+SHIFT_ABSORB_RATIO = 16
+
+
+def absorbs_shift(input_shape, kernel_shape):
+  """Whether a constant input shift goes into the bias (see above)."""
+  if any(d is None for d in input_shape):
+    return True
+  size = 1
+  for d in input_shape:
+    size *= int(d)
+  kernel = 1
+  for d in kernel_shape:
+    kernel *= int(d)
+  return size >= SHIFT_ABSORB_RATIO * kernel
 
 
 def _zeros(vector):

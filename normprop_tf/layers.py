@@ -144,15 +144,20 @@ class _NormPropMixin:
     return m.mean / m.std
 
   def _apply(self, inputs, linear, return_intermediates):
+    shift = self.input_shift
+    if shift and functional.absorbs_shift(inputs.shape, self.kernel.shape):
+      pad = self._shift_pad()
+      linear = functional.shifted_linear(self._linear(pad is not None), shift,
+                                         pad)
+    elif shift:
+      inputs, shift = inputs - shift, 0.0  # One pass over a small input.
     return functional.normprop(
-        inputs, self.kernel, self.gamma, self.beta,
-        functional.shifted_linear(linear, self.input_shift,
-                                  self._shift_pad()),
+        inputs, self.kernel, self.gamma, self.beta, linear,
         activation=self.activation,
         divisor=self.weight_norm_divisor or 1.0,
         compute_dtype=self.compute_dtype,
         return_intermediates=return_intermediates,
-        input_shift=self.input_shift, center_output=self.center_output)
+        input_shift=shift, center_output=self.center_output)
 
   def _normprop_config(self):
     return {
@@ -201,7 +206,8 @@ class _DenseMixin:
   def _kernel_shape(self, in_dim):
     return (in_dim, self.units)
 
-  def _linear(self):
+  def _linear(self, shift_padded=False):
+    del shift_padded  # A matmul pads nothing.
     return functional.dense
 
   def _shift_pad(self):
@@ -247,8 +253,9 @@ class _Conv2DMixin:
     return functional.same_pad_fn(spatial, self.kernel_size, self.strides,
                                   self.dilation_rate)
 
-  def _linear(self):
-    padding = 'valid' if self._shift_pad() is not None else self.padding
+  def _linear(self, shift_padded=False):
+    """The convolution; 'valid' when `_shift_pad` has padded its input."""
+    padding = 'valid' if shift_padded else self.padding
     return functional.conv2d_fn(self.strides, padding, self.dilation_rate)
 
   def _conv_config(self):
@@ -304,8 +311,9 @@ class NormPropDense(_NormPropMixin, _DenseMixin, _WeightNormalizedLayer):
       code uses 1.21 with gamma initialized to 1, which is the same function
       as the default gamma of 1/1.21.
     input_shift: a constant s by which the input exceeds the real one: the
-      layer computes its function of `inputs - s`, exactly, with s * sum(W_i)
-      taken off the bias instead of a pass over the input. Defaults to 0.
+      layer computes its function of `inputs - s`, exactly. When the input
+      is large against the kernel (`functional.absorbs_shift`), s * sum(W_i)
+      is taken off the bias instead of a pass over the input. Defaults to 0.
     center_output: True (default): the output as above. False (positively
       homogeneous activations only): f(u) / c2 without the `- c1/c2`, which
       `output_shift` then gives, so that the next layer takes it with

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from normprop_tf import activations
+from normprop_tf import functional
 from normprop_tf import layers
 from tests import reference
 
@@ -239,10 +240,15 @@ _SHIFT = reference.C1 / reference.C2  # What a relu layer leaves to the next.
     (lambda **kw: layers.NormPropConv2D(4, 3, activation=None, **kw),
      (2, 6, 6, 3)),
 ])
-def test_input_shift_is_the_function_of_the_shifted_input(make, shape):
-  """layer(input_shift=s)(x + s) == layer(x), float64 within 1e-10: the
-  bias takes s * sum(W), and 'same' borders pad with s (so they see the
-  zeros the unshifted input has); the probe's intermediates too."""
+@pytest.mark.parametrize('route,ratio', [('bias', 0), ('subtract', 10**9)])
+def test_input_shift_is_the_function_of_the_shifted_input(make, shape, route,
+                                                          ratio, monkeypatch):
+  """layer(input_shift=s)(x + s) == layer(x), float64 within 1e-10, by
+  either route: the bias takes s * sum(W), and 'same' borders pad with s
+  (so they see the zeros the unshifted input has); or s is subtracted from
+  the input. The probe's intermediates too."""
+  monkeypatch.setattr(functional, 'SHIFT_ABSORB_RATIO', ratio)
+  assert functional.absorbs_shift(shape, (1,)) == (route == 'bias')
   x = _input(shape, 'float64', seed=8)
   plain = make(dtype='float64')
   weights = _build(plain, x, seed=9)
