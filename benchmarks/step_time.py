@@ -63,6 +63,9 @@ _STEPS = flags.DEFINE_integer('steps', 0, 'Steps per timing; 0 picks about '
 _REPORT = flags.DEFINE_string('report', 'reports/perf.md',
                               'Markdown file to update; empty to skip.')
 _MEMORY = flags.DEFINE_bool('memory', True, 'Also measure peak RSS.')
+_MEMORY_REPS = flags.DEFINE_integer(
+    'memory_repetitions', 3, 'Fresh processes per variant for peak RSS '
+    '(median).')
 _RECORDS = flags.DEFINE_string(
     'records_file', '', 'If set, also write one JSON line per (width, batch, '
     'variant) here, e.g. reports/runs/speed/step_time.jsonl; empty to skip.')
@@ -87,6 +90,16 @@ def _peak_rss_mb(norm, width, batch):
        f'--one_variant={norm}:{width}:{batch}'],
       capture_output=True, text=True, timeout=1200, check=True)
   return json.loads(proc.stdout.strip().splitlines()[-1])['peak_rss_mb']
+
+
+def _peak_rss_medians(width, names, repetitions):
+  """{name: median peak RSS in MB} of fresh processes, interleaved: a single
+  process's peak varies by a few percent from run to run (allocator)."""
+  peaks = {name: [] for name in names}
+  for rep in range(repetitions):
+    for name in names[rep % len(names):] + names[:rep % len(names)]:
+      peaks[name].append(_peak_rss_mb(name, width, 128))
+  return {name: statistics.median(p) for name, p in peaks.items()}
 
 
 def _peak_rss_of_this_process_mb():
@@ -313,8 +326,10 @@ def main(argv):
         for n, s in results[(width, batch)]['train'].items()), flush=True)
   if _MEMORY.value:
     for width in sorted({w for w, _ in cells}, reverse=True):
-      for name in VARIANTS:
-        memory[(width, name)] = _peak_rss_mb(name, width, 128)
+      print(f'peak RSS at width {width}, batch 128 ...', flush=True)
+      medians = _peak_rss_medians(width, list(VARIANTS),
+                                  _MEMORY_REPS.value)
+      memory.update({(width, n): m for n, m in medians.items()})
   table, targets = _table(results, memory), _targets(results, memory)
   print(table)
   print(targets)

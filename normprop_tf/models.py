@@ -195,11 +195,12 @@ def nin(norm='normprop', num_classes=10, width=1.0, dropout=0.0,
     absorb_shifts: NormProp with ReLU (or another positively homogeneous
       activation) only; the same function either way, up to float
       rounding. True (default): each hidden layer leaves its constant
-      `- c1/c2` to its consumer (`center_output=False`): a 1x1 conv takes
-      it into its bias (`input_shift`), and after a pool (which commutes
-      with it) one `Rescaling` subtracts it from the pooled map, before
-      dropout. That saves a pass over every hidden activation and the
-      memory of a second copy of it. False: each layer centres its own
+      `- c1/c2` to its consumer (`center_output=False`), which takes it as
+      its `input_shift` (into its bias, or off its input when that is
+      cheaper); pools commute with it. With dropout or a pooling correction
+      after a pool, one `Rescaling` subtracts it from the pooled map first.
+      That saves a pass over every hidden activation and the memory of a
+      second copy of it. False: each layer centres its own
       output, as the layers do on their own (the code that made the
       reduced protocol's records).
     name: model name; defaults to f'nin_{norm}'.
@@ -224,8 +225,11 @@ def nin(norm='normprop', num_classes=10, width=1.0, dropout=0.0,
       pool = (keras.layers.MaxPooling2D if kind == 'max' else
               keras.layers.AveragePooling2D)
       x = pool(3, strides=2, padding='same', name=f'pool{i // 3}')(x)
-      # Dropout scales its input, so the shift must come off before it.
-      x, pending = _take_shift(x, pending, f'pool{i // 3}_shift'), 0.0
+      if dropout or pool_correction is not None:
+        # Dropout scales its input and the correction assumes a centred
+        # one, so the shift comes off the pooled map first; otherwise the
+        # next conv takes it.
+        x, pending = _take_shift(x, pending, f'pool{i // 3}_shift'), 0.0
       if pool_correction is not None:
         x = np_layers.PoolingCorrection(
             kind, 3, activation, pool_correction,
