@@ -104,11 +104,14 @@ def runs_table(runs, subdir='', work_dir='runs/reduced'):
                  status, lib.duration(run.wall_seconds),
                  lib.duration(run.train_seconds),
                  lib.hardware_string(run.hardware),
+                 f'`{run.code_version[:7]}`' if run.code_version else '-',
                  f'`{display_command(name, run.command, work_dir)}`'
                  if run.command else '-'])
-  return ['', f'Runs (records in `reports/runs/{subdir}<run>/`):', ''] + table(
-      ['run', 'seed', 'gin file', 'status', 'wall time', 'train time',
-       'hardware', 'command'], rows)
+  return ['', f'Runs (records in `reports/runs/{subdir}<run>/`; "code": the '
+          'commit that made the record, `git describe` of its checkout):',
+          ''] + table(
+              ['run', 'seed', 'gin file', 'status', 'wall time', 'train time',
+               'hardware', 'code', 'command'], rows)
 
 
 def missing(groups, present, wanted=None):
