@@ -372,6 +372,7 @@ def exp5_speed(ctx):
   lines += [f'Command: `{first.get("command", SPEED_COMMAND)}` '
             f'([`benchmarks/step_time.py`](../benchmarks/step_time.py)); '
             f'hardware: {lib.hardware_string(first.get("hardware"))}; '
+            f'code: `{(first.get("code_version") or "not recorded")[:7]}`; '
             f'{first.get("repetitions", "?")} (training) and '
             f'{first.get("inference_repetitions", first.get("repetitions", "?"))}'
             ' (inference) repetitions per cell.', '']
