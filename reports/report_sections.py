@@ -313,9 +313,10 @@ def _signed_spread(s):
 
 # ---- experiment 5 -----------------------------------------------------------
 
-SPEED_VARIANTS = ('normprop', 'batchnorm', 'weightnorm', 'plain',
-                  'normprop_folded', 'batchnorm_folded')
+SPEED_VARIANTS = ('normprop', 'normprop_centered', 'batchnorm', 'weightnorm',
+                  'plain', 'normprop_folded', 'batchnorm_folded')
 SPEED_NAMES = {'normprop': 'NormProp', 'batchnorm': 'BN',
+               'normprop_centered': 'NormProp, layers centred',
                'weightnorm': 'weight norm', 'plain': 'plain',
                'normprop_folded': 'NormProp folded',
                'batchnorm_folded': 'BN folded'}
@@ -340,8 +341,10 @@ def _speed_figure(ctx, rows):
           panel_lines.append(plots.Line(
               SPEED_NAMES[variant], [b for b, _ in points],
               [v for _, v in points],
-              color=plots.COLORS.get(variant.replace('_folded', '')),
-              style='--' if variant.endswith('_folded') else '-'))
+              color=plots.COLORS.get(variant.replace('_folded', '').replace(
+                  '_centered', '')),
+              style='--' if variant.endswith(('_folded', '_centered'))
+              else '-'))
       panels.append(plots.Panel(f'{title}, width {width}',
                                 'speed / plain (higher is faster)',
                                 panel_lines))
@@ -378,13 +381,15 @@ def exp5_speed(ctx):
             ' (inference) repetitions per cell.', '']
   lines += _speed_figure(ctx, rows)
   plain = {(r['width'], r['batch'], k): r.get(f'{k}_sec_per_step')
-           for r in rows if r['variant'] == 'plain' for k in ('train', 'infer')}
+           for r in rows if r['variant'] == 'plain'
+           for k in ('train', 'fit', 'infer')}
   bn = {(r['width'], r['batch']): r.get('train_sec_per_step')
         for r in rows if r['variant'] == 'batchnorm'}
   out = []
   for r in rows:
     key = (r['width'], r['batch'])
     train, infer = r.get('train_sec_per_step'), r.get('infer_sec_per_step')
+    fit = r.get('fit_sec_per_step')
     ratio = lambda a, b: f'{a / b:.2f}x' if a and b else '-'
     out.append([r['width'], r['batch'],
                 SPEED_NAMES.get(r['variant'], r['variant']),
@@ -393,6 +398,7 @@ def exp5_speed(ctx):
                 f'{r["batch"] / train:,.1f}' if train else '-',
                 ratio(train, plain.get(key + ('train',))),
                 ratio(train, bn.get(key)),
+                ratio(fit, plain.get(key + ('fit',))),
                 _seconds(infer, r.get('infer_sec_min'),
                          r.get('infer_sec_max')),
                 f'{r["batch"] / infer:,.1f}' if infer else '-',
@@ -402,6 +408,7 @@ def exp5_speed(ctx):
   return lines + md.table(
       ['width', 'batch', 'variant', 'train ms/step (min to max)',
        'train img/s', 'train time vs plain', 'train time vs BN',
+       'model.fit time vs plain',
        'inference ms/step (min to max)', 'inference img/s',
        'inference time vs plain',
        'peak RSS MB (batch 128)'], out)
