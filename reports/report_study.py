@@ -112,8 +112,9 @@ def _gap_cells(by_seed):
 
 
 def _diverged(ctx, prefix):
-  """{seed: where the loss became non-finite} of the diverged runs."""
-  return {r.seed: lib.divergence_window(r)
+  """{seed: where the loss became non-finite} of the diverged runs (the
+  seed from the run's name: a diverged run has no summary)."""
+  return {int(name[len(prefix) + 2:]): lib.divergence_window(r)
           for name, r in sorted(ctx.runs.items())
           if name.startswith(f'{prefix}-s') and
           name[len(prefix) + 2:].isdigit() and r.status == 'diverged'}

@@ -170,6 +170,10 @@ def _synthetic_runs(runs_dir):
                'study_gamma1_normprop', seed=seed,
                errors=[(0.5, 0.5, 0.5), (0.3, err, err + 0.01)],
                probe={0: (1.0, 1.0), 1800: (0.2, 0.4)})
+  # A study variant whose two seeds both diverged.
+  for seed in (1, 2):
+    _write_run(runs_dir, f'study_classifier_gamma8_normprop-s{seed}',
+               'study_classifier_gamma8_normprop', seed=seed, diverged=True)
   # Full scale: two Table 1 cells from the accelerator script.
   for stem, err in (('nin_cifar10', 0.10), ('nin_cifar10_batchnorm', 0.09)):
     _write_run(runs_dir / 'fullscale', f'{stem}-s1', stem, seed=1,
@@ -222,6 +226,10 @@ def test_synthetic_report_numbers_and_determinism(tmp_path):
   assert ('| 5. gamma init | NormProp, gamma init 1 (not 1/1.21) |' in text)
   assert '| -3.00 | -3.00 | 0.20 / 0.40 | - | 0.20 / 0.40 |' in text
   assert 'the variant with the lowest validation error, NormProp, gamma init' \
+      in text
+  assert ("| NormProp, classifier gamma 8 | [`gin/reduced/"
+          "study_classifier_gamma8_normprop.gin`]") in text
+  assert '| 1, 2 | **diverged** (seed 1: after step 0; seed 2: after step 0)' \
       in text
   assert sorted(first) == ['README.md', 'figures/exp1_convergence.png',
                            'figures/exp2_batch1.png',
