@@ -225,7 +225,7 @@ def test_synthetic_report_numbers_and_determinism(tmp_path):
   # gaps of the last probe; the best variant's gap figure.
   assert ('| 5. gamma init | NormProp, gamma init 1 (not 1/1.21) |' in text)
   assert '| -3.00 | -3.00 | 0.20 / 0.40 | - | 0.20 / 0.40 |' in text
-  assert 'the variant with the lowest validation error, NormProp, gamma init' \
+  assert '4-epoch variant with the lowest validation error, NormProp, gamma init' \
       in text
   assert ("| NormProp, classifier gamma 8 | [`gin/reduced/"
           "study_classifier_gamma8_normprop.gin`]") in text
