@@ -10,6 +10,9 @@ for a per-output-column s. Gradients flow through the norm (no
 stop_gradient), as in weight normalization.
 """
 
+import math
+import numbers
+
 import keras
 from keras import ops
 
@@ -135,15 +138,12 @@ SHIFT_ABSORB_RATIO = 16
 
 def absorbs_shift(input_shape, kernel_shape):
   """Whether a constant input shift goes into the bias (see above)."""
-  if any(d is None for d in input_shape):
+  # A dimension that is not an integer is unknown: None under TensorFlow,
+  # a symbolic dimension while JAX traces a functional model.
+  dims = (*input_shape, *kernel_shape)
+  if not all(isinstance(d, numbers.Integral) for d in dims):
     return True
-  size = 1
-  for d in input_shape:
-    size *= int(d)
-  kernel = 1
-  for d in kernel_shape:
-    kernel *= int(d)
-  return size >= SHIFT_ABSORB_RATIO * kernel
+  return math.prod(input_shape) >= SHIFT_ABSORB_RATIO * math.prod(kernel_shape)
 
 
 def _zeros(vector):
