@@ -55,7 +55,7 @@ def header(runs):
   wall = sum(r.wall_seconds or 0.0 for r in sorted(runs.values(),
                                                     key=lambda r: r.name))
   expected = md.expected_names(
-      ['lr_sweep', 'convergence', 'aug', 'input', 'ics', 'batch1'])
+      ['lr_sweep', 'convergence', 'aug', 'input', 'ics', 'batch1', 'study'])
   counts = {}
   for run in runs.values():
     counts[run.status] = counts.get(run.status, 0) + 1

@@ -158,7 +158,8 @@ def _table(ctx):
       ['hypothesis', 'variant', 'gin file', 'seeds', 'validation error %',
        'test error %', 'vs NormProp baseline (val., points)',
        'vs its own baseline (val., points)', 'gap conv1 (mean / std)',
-       'gap conv4, conv7', 'gap, mean over layers'], rows)
+       'gap conv4 & conv7, after the pools (mean / std)',
+       'gap, mean over layers (mean / std)'], rows)
 
 
 def _long_runs_figure(ctx):
