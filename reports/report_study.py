@@ -120,6 +120,15 @@ def _diverged(ctx, prefix):
           name[len(prefix) + 2:].isdigit() and r.status == 'diverged'}
 
 
+def _seeds_cell(by_seed, diverged):
+  """The completed seeds (the numbers are theirs), then any that diverged."""
+  cell = ', '.join(str(s) for s in sorted(by_seed)) or '-'
+  if diverged:
+    cell += ' (' + '; '.join(f'seed {s} **diverged**, {w}'
+                             for s, w in sorted(diverged.items())) + ')'
+  return cell
+
+
 def _errors(by_seed, split):
   return {s: r.final_error(split) for s, r in by_seed.items()}
 
@@ -148,7 +157,7 @@ def _table(ctx):
     own = lib.paired_difference(val, baselines[own_baseline])
     rows.append([
         v.hypothesis, v.label, md.gin_link(some.gin_file if some else None),
-        ', '.join(str(s) for s in sorted(by_seed)) or '-',
+        _seeds_cell(by_seed, diverged),
         md.num(lib.pct_spread(lib.spread(val.values())), some),
         md.num(lib.pct_spread(lib.spread(test.values())), some),
         lib.signed_pct(delta.mean) if delta else '-',
@@ -202,11 +211,11 @@ def _long_runs_figure(ctx):
 def best_variant(ctx):
   """The NormProp variant with the lowest validation error at the
   baseline's length (not the baseline, not the 16-epoch runs, which spend
-  four times the budget)."""
+  four times the budget, and none with a diverged seed)."""
   best = None
   for v in VARIANTS:
     if (v.method != 'normprop' or v.prefix == BASELINE['normprop'] or
-        v.prefix.startswith('study_long')):
+        v.prefix.startswith('study_long') or _diverged(ctx, v.prefix)):
       continue
     s = lib.spread(_errors(_runs(ctx, v.prefix), 'validation').values())
     if s and (best is None or s.mean < best[1]):

@@ -174,6 +174,12 @@ def _synthetic_runs(runs_dir):
   for seed in (1, 2):
     _write_run(runs_dir, f'study_classifier_gamma8_normprop-s{seed}',
                'study_classifier_gamma8_normprop', seed=seed, diverged=True)
+  # A study variant with one completed seed and one diverged.
+  _write_run(runs_dir, 'study_pool_correction_normprop-s1',
+             'study_pool_correction_normprop', seed=1,
+             errors=[(0.5, 0.5, 0.5), (0.3, 0.36, 0.37)])
+  _write_run(runs_dir, 'study_pool_correction_normprop-s2',
+             'study_pool_correction_normprop', seed=2, diverged=True)
   # Full scale: two Table 1 cells from the accelerator script.
   for stem, err in (('nin_cifar10', 0.10), ('nin_cifar10_batchnorm', 0.09)):
     _write_run(runs_dir / 'fullscale', f'{stem}-s1', stem, seed=1,
@@ -231,6 +237,11 @@ def test_synthetic_report_numbers_and_determinism(tmp_path):
           "study_classifier_gamma8_normprop.gin`]") in text
   assert '| 1, 2 | **diverged** (seed 1: after step 0; seed 2: after step 0)' \
       in text
+  # A half-diverged variant: the completed seed's numbers (+6 points against
+  # the baseline's seed 1), and the diverged seed named beside them.
+  assert ('| 1 (seed 2 **diverged**, after step 0) | [36.00](../gin/reduced/'
+          'study_pool_correction_normprop.gin) |') in text
+  assert '| +6.00 | +6.00 |' in text
   assert sorted(first) == ['README.md', 'figures/exp1_convergence.png',
                            'figures/exp2_batch1.png',
                            'figures/exp3_ics_average.png',
