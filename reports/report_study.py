@@ -70,6 +70,9 @@ VARIANTS = (
             'batchnorm'),
     Variant('6. learning rate', 'BN, lr 0.1', 'study_lr_batchnorm-lr0.1',
             'batchnorm'),
+    Variant('combination', 'NormProp, 16 epochs, lr 0.02 (vs NormProp, 16 '
+            'epochs)', 'study_long_normprop-lr0.02', 'normprop',
+            'study_long_normprop'),
 )
 BASELINE = {'normprop': 'study_baseline_normprop',
             'batchnorm': 'study_baseline_batchnorm'}
