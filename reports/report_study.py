@@ -78,11 +78,18 @@ BASELINE = {'normprop': 'study_baseline_normprop',
             'batchnorm': 'study_baseline_batchnorm'}
 
 
+def _seeded(ctx, prefix, status):
+  """{seed: Run} of the runs f'{prefix}-s<seed>' with `status` (the seed
+  from the run's name: a diverged run has no summary to read it from)."""
+  return {int(name[len(prefix) + 2:]): r
+          for name, r in sorted(ctx.runs.items())
+          if name.startswith(f'{prefix}-s') and
+          name[len(prefix) + 2:].isdigit() and r.status == status}
+
+
 def _runs(ctx, prefix):
   """{seed: Run} of the completed runs f'{prefix}-s<seed>'."""
-  return {r.seed: r for name, r in sorted(ctx.runs.items())
-          if name.startswith(f'{prefix}-s') and
-          name[len(prefix) + 2:].isdigit() and r.status == 'completed'}
+  return _seeded(ctx, prefix, 'completed')
 
 
 def final_gaps(run):
@@ -115,12 +122,9 @@ def _gap_cells(by_seed):
 
 
 def _diverged(ctx, prefix):
-  """{seed: where the loss became non-finite} of the diverged runs (the
-  seed from the run's name: a diverged run has no summary)."""
-  return {int(name[len(prefix) + 2:]): lib.divergence_window(r)
-          for name, r in sorted(ctx.runs.items())
-          if name.startswith(f'{prefix}-s') and
-          name[len(prefix) + 2:].isdigit() and r.status == 'diverged'}
+  """{seed: where the loss became non-finite} of the diverged runs."""
+  return {seed: lib.divergence_window(r)
+          for seed, r in _seeded(ctx, prefix, 'diverged').items()}
 
 
 def _seeds_cell(by_seed, diverged):
