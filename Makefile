@@ -13,7 +13,8 @@ MODEL_DIR ?= runs/nin_cifar10
 OFFLINE_CIFAR10 ?= ../shared/data/cifar10-jpg.tar.gz
 DATA_SOURCE ?= $(if $(findstring cifar100,$(GIN_FILE))$(findstring svhn,$(GIN_FILE)),,$(wildcard $(OFFLINE_CIFAR10)))
 # pytest-xdist workers; TF already uses both cores inside each test, so two
-# workers mostly overlap Python and I/O time.
+# workers mostly overlap Python and I/O time. --dist=loadgroup keeps the
+# tests that share one expensive run (marked xdist_group) on one worker.
 TEST_WORKERS ?= 2
 
 .PHONY: train test venv clean
@@ -31,7 +32,7 @@ train: $(STAMP)
 	    $(if $(DATA_SOURCE),--gin_bindings="dataset.source = '$(DATA_SOURCE)'")
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist=loadgroup tests
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

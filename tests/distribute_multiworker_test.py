@@ -23,15 +23,15 @@ hosts (which would share model_dir on a network file system or gs://).
    each worker reads its own files, the step-6 train loss of a 6-step
    smoke run differed by 4e-2 relative).
 
-2. Fault: one worker is SIGKILLed right after the first checkpoint, once
-   worker 1 and once the chief (which also hosts TF's coordination
-   service). The survivor's next collective fails at once (the dead peer's
-   connection closes: UnavailableError, ~1-3 s after the kill here), and
-   the survivor exits with status 1 and a one-paragraph message naming the
-   checkpoint to resume from, no traceback. Rerunning both commands
-   resumes from the chief's latest checkpoint, whose step is exactly the
-   resumed run's starting step, and finishes; every step's train loss is
-   then recorded exactly once. (These runs use the default
+2. Fault: one worker is SIGKILLed right after a checkpoint, first worker
+   1, then, in the resumed job, the chief (which also hosts TF's
+   coordination service). The survivor's next collective fails at once
+   (the dead peer's connection closes: UnavailableError, ~1-3 s after the
+   kill here), and the survivor exits with status 1 and a one-paragraph
+   message naming the checkpoint to resume from, no traceback. Rerunning
+   both commands resumes from the chief's latest checkpoint, whose step is
+   exactly the resumed run's starting step, and finishes; every step's
+   train loss is then recorded exactly once. (These runs use the default
    `input_sharding = 'files'`.)
 
 3. Hang: a peer that is alive but never joins a collective (stopped,
@@ -51,7 +51,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from tests.data_fixtures import fixture_bindings
@@ -223,25 +222,18 @@ def test_two_workers_match_one_process_and_only_the_chief_writes(
                reference['final'][split]['error']) <= 1 / count + 1e-12
 
 
-@pytest.mark.parametrize('victim', [1, 0])
-def test_killed_worker_stops_the_job_and_a_rerun_resumes(victim, prepared,
-                                                         tmp_path):
-  """SIGKILL worker `victim` (0 is the chief, which also runs TF's
-  coordination service); the other one must stop by itself."""
-  data_dir, _ = prepared
-  model_dir = tmp_path / 'run'
-  steps = 60
-  # The default sharding here (each worker reads its own files), so that
-  # both modes are covered; resuming skips the consumed batches in either.
-  command = _command(data_dir, model_dir, steps, 5, multi_worker=True,
-                     input_sharding='files')
-  ports = _free_ports(2)
-  workers = [_Worker(command, ports, i, tmp_path, ROOT) for i in range(2)]
+def _kill_one_and_check_the_survivor(workers, victim, model_dir, after_step,
+                                     steps):
+  """SIGKILLs `workers[victim]` at the first checkpoint past `after_step`;
+  the other one must stop by itself. Returns the checkpoint's step."""
   other, survivor = workers[victim], workers[1 - victim]
-  state = model_dir / 'checkpoints' / 'checkpoint'
+  checkpoints = str(model_dir / 'checkpoints')
   deadline = time.monotonic() + TIMEOUT
   try:
-    while not state.exists():
+    while True:
+      latest = tf.train.latest_checkpoint(checkpoints)
+      if latest and int(latest.rsplit('-', 1)[1]) > after_step:
+        break
       for w in workers:
         assert w.proc.poll() is None, w.output[-5000:]
       assert time.monotonic() < deadline, 'no checkpoint in time'
@@ -266,14 +258,40 @@ def test_killed_worker_stops_the_job_and_a_rerun_resumes(victim, prepared,
   assert len(messages) == 1, output[-5000:]
   assert 'Lost contact with another worker' in messages[0]
   assert 'Restart every worker with the same command' in messages[0]
-  print(f'survivor stopped {stop_seconds:.1f} s after the kill: '
-        f'{messages[0]}')
+  print(f'worker {victim} killed; the survivor stopped {stop_seconds:.1f} s '
+        f'later: {messages[0]}')
   assert stop_seconds < 60
   assert not (model_dir / 'summary.json').exists(), 'killed too late'
-  latest = tf.train.latest_checkpoint(str(model_dir / 'checkpoints'))
+  latest = tf.train.latest_checkpoint(checkpoints)
   last_step = int(latest.rsplit('-', 1)[1])
-  assert 0 < last_step < steps
+  assert after_step < last_step < steps
   assert latest in messages[0]
+  return last_step
+
+
+def test_a_killed_worker_stops_the_job_and_a_rerun_resumes(prepared,
+                                                           tmp_path):
+  """SIGKILL worker 1, rerun both commands, then SIGKILL the chief (which
+  also runs TF's coordination service): each time the other worker stops
+  by itself, and the same two commands resume from the chief's latest
+  checkpoint."""
+  data_dir, _ = prepared
+  model_dir = tmp_path / 'run'
+  steps = 20  # Checkpoints at 5, 10, 15: one kill at 5, one at 10.
+  # The default sharding here (each worker reads its own files), so that
+  # both modes are covered; resuming skips the consumed batches in either.
+  command = _command(data_dir, model_dir, steps, 5, multi_worker=True,
+                     input_sharding='files')
+  ports = _free_ports(2)
+  last_step = 0
+  for victim in (1, 0):
+    workers = [_Worker(command, ports, i, tmp_path, ROOT) for i in range(2)]
+    resumed_from = last_step
+    last_step = _kill_one_and_check_the_survivor(workers, victim, model_dir,
+                                                 last_step, steps)
+    if resumed_from:
+      assert (f'Resuming at step {resumed_from} of {steps}' in
+              workers[0].output), workers[0].output[-5000:]
 
   # The same two commands again: resume from that checkpoint and finish.
   chief, _ = _run_cluster(command, ports, tmp_path)
@@ -282,7 +300,7 @@ def test_killed_worker_stops_the_job_and_a_rerun_resumes(victim, prepared,
   assert summary['resumed_from_step'] == last_step
   assert summary['steps'] == steps
   # Every step's train loss is recorded exactly once (`_losses` checks),
-  # those up to the checkpoint by the first run.
+  # those up to each checkpoint by the run that wrote it.
   train_steps = sorted(s for split, s in _losses(model_dir)
                        if split == 'train')
   assert train_steps == list(range(1, steps + 1))

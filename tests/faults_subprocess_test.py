@@ -7,35 +7,31 @@ Each runs the real binaries on the prepared CIFAR-10 subset
   two trainings that auto-prepare it) both succeed, and the data_dir is
   valid (every shard's sha256 checked);
 - a second training into a busy model_dir stops at once with one line;
-- SIGTERM mid-training saves a checkpoint at the current step and exits
-  with status 75; the rerun resumes there and ends with exactly the weights
-  of an uninterrupted run (0 steps lost); SIGINT exits with 130, saved too;
+- SIGINT exits with 130, with a checkpoint saved (SIGTERM, and resuming
+  after it, is in tests/train_resume_test.py);
 - states a kill leaves (records but no checkpoint; a final evaluation but
   no summary) resume with metrics.jsonl keyed and unique;
 - a resume onto a re-prepared data_dir, and a shard corrupted past a 'size'
   check, end in one line each.
 """
 
-import json
 import os
-import pathlib
 import shutil
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
-import pytest
 import tensorflow as tf
 
 from normprop_tf import data
 from normprop_tf.utils import locking
+from tests import runs
 from tests.data_fixtures import ROOT
 
 pytest_plugins = ('tests.data_fixtures',)
 
-TOTAL = 100
+TOTAL = 40
 
 
 def _env():
@@ -65,31 +61,6 @@ def _start(args, log):
 def _run(args, timeout=300):
   return subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True,
                         text=True, timeout=timeout)
-
-
-def _keys(model_dir):
-  rows = [json.loads(l) for l in
-          (pathlib.Path(model_dir) / 'metrics.jsonl').read_text().splitlines()]
-  return [(r['step'], r['split'], r['metric']) for r in rows]
-
-
-def _weights(model_dir):
-  path = tf.train.latest_checkpoint(str(pathlib.Path(model_dir) /
-                                        'checkpoints'))
-  reader = tf.train.load_checkpoint(path)
-  return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(path)
-          if n.startswith('model_variables/')}
-
-
-def _wait_for_step(model_dir, step, proc, timeout=240):
-  path = pathlib.Path(model_dir) / 'metrics.jsonl'
-  deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline and proc.poll() is None:
-    if path.exists() and any(
-        k[1] == 'train' and k[0] >= step for k in _keys(model_dir)):
-      return
-    time.sleep(0.2)
-  raise AssertionError(f'step {step} never came ({proc.poll()})')
 
 
 def _one_error(stderr):
@@ -138,41 +109,6 @@ def test_concurrent_preparations_of_one_data_dir(subset_tar, tmp_path):
   assert not [n for n in os.listdir(tmp_path / 'auto') if '.tmp' in n]
 
 
-def test_sigterm_saves_the_current_step_and_loses_none(prepared, tmp_path):
-  data_dir, _ = prepared
-  reference = tmp_path / 'reference'
-  assert _run(_train_args(reference, data_dir)).returncode == 0
-  model_dir = tmp_path / 'run'
-  proc = _start(_train_args(model_dir, data_dir), tmp_path / 'run.log')
-  _wait_for_step(model_dir, 13, proc)
-  sent = time.monotonic()
-  proc.send_signal(signal.SIGTERM)
-  assert proc.wait(timeout=60) == 75
-  seconds = time.monotonic() - sent
-  log = (tmp_path / 'run.log').read_text()
-  line = [l for l in log.splitlines() if 'stopped by SIGTERM at step' in l]
-  assert len(line) == 1, log[-3000:]
-  step = int(line[0].split(' at step ')[1].split(':')[0])
-  assert 13 <= step < TOTAL, step
-  assert tf.train.latest_checkpoint(str(model_dir / 'checkpoints')).endswith(
-      f'ckpt-{step}')
-  print(f'SIGTERM to exit: {seconds:.2f} s; checkpoint at step {step}, the '
-        'step the loop had reached')
-  assert seconds < 30
-  assert _run(_train_args(model_dir, data_dir)).returncode == 0
-  summary = json.loads((model_dir / 'summary.json').read_text())
-  assert summary['resumed_from_step'] == step and summary['steps'] == TOTAL
-  want, got = _weights(reference), _weights(model_dir)
-  assert want.keys() == got.keys()
-  for name in want:
-    np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-6,
-                               err_msg=name)
-  keys = _keys(model_dir)
-  assert len(keys) == len(set(keys))
-  assert sorted(k[0] for k in keys if k[1:] == ('train', 'loss')) == list(
-      range(1, TOTAL + 1))
-
-
 def test_a_second_training_into_a_busy_model_dir_stops(prepared, tmp_path):
   data_dir, _ = prepared
   holder = subprocess.Popen(
@@ -199,7 +135,7 @@ def test_sigint_saves_too_and_exits_130(prepared, tmp_path):
   data_dir, _ = prepared
   model_dir = tmp_path / 'run'
   proc = _start(_train_args(model_dir, data_dir), tmp_path / 'run.log')
-  _wait_for_step(model_dir, 3, proc)
+  runs.wait_for_step(model_dir, 3, proc)
   proc.send_signal(signal.SIGINT)
   assert proc.wait(timeout=60) == 130
   assert 'stopped by SIGINT at step' in (tmp_path / 'run.log').read_text()
@@ -214,7 +150,7 @@ def test_kill_point_states_resume_with_unique_records(prepared, tmp_path):
   for name in ('summary.json', 'model.keras'):
     (model_dir / name).unlink()
   assert _run(_train_args(model_dir, data_dir, steps=20)).returncode == 0
-  keys = _keys(model_dir)
+  keys = runs.metric_keys(model_dir)
   assert len(keys) == len(set(keys)) and (model_dir / 'summary.json').exists()
   # Killed during the first checkpoint: step-0 records, no checkpoint.
   tf.io.gfile.rmtree(str(model_dir / 'checkpoints'))
@@ -225,7 +161,7 @@ def test_kill_point_states_resume_with_unique_records(prepared, tmp_path):
   proc = _run(_train_args(model_dir, data_dir, steps=20))
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'half-written last line' in proc.stderr
-  keys = _keys(model_dir)
+  keys = runs.metric_keys(model_dir)
   assert len(keys) == len(set(keys))
   assert (0, 'probe', 'ics/conv1/gap_mean') in keys
 
@@ -235,7 +171,7 @@ def test_resume_onto_a_reprepared_data_dir_and_a_corrupt_shard(
   work = tmp_path / 'data'
   args = [sys.executable, '-m', 'data_prep.prepare', '--dataset=cifar10',
           f'--source={subset_tar}', f'--data_dir={work}',
-          '--validation_size=50']
+          '--validation_size=50', '--nozca']  # smoke.gin standardizes.
   assert _run(args + ['--num_shards=4']).returncode == 0
   model_dir = tmp_path / 'run'
   assert _run(_train_args(model_dir, work, steps=10)).returncode == 0

@@ -10,6 +10,7 @@ kill-point cases are in faults_subprocess_test.py.
 import io
 import json
 import os
+import pathlib
 import pickle
 import shutil
 import tarfile
@@ -193,6 +194,36 @@ def test_truncated_or_non_finite_statistics_are_named(prepared, tmp_path):
   with pytest.raises(DataError, match='std is negative or zero everywhere'):
     data.load_stats(data_dir)
 
+
+
+def test_statistics_are_read_once_and_a_rewrite_is_still_caught(
+    prepared, tmp_path, monkeypatch):
+  """load_stats reads an unchanged stats.npz once per process, read-only;
+  a rewrite of the same size with its mtime put back is still noticed."""
+  data_dir = str(tmp_path / 'copy')
+  shutil.copytree(prepared[0], data_dir)
+  reads = []
+  read = stats_lib._read_npz  # pylint: disable=protected-access
+  monkeypatch.setattr(stats_lib, '_read_npz',
+                      lambda *args: reads.append(1) or read(*args))
+  first = data.load_stats(data_dir)
+  for _ in range(3):
+    again = data.load_stats(data_dir)
+  assert len(reads) == 1
+  np.testing.assert_array_equal(again.arrays['std'], first.arrays['std'])
+  with pytest.raises(ValueError, match='read-only'):
+    first.arrays['std'][0] = 0.0
+  path = os.path.join(data_dir, manifest.STATS_NPZ)
+  status = os.stat(path)
+  content = bytearray(pathlib.Path(path).read_bytes())
+  content[len(content) // 2] ^= 0xFF
+  pathlib.Path(path).write_bytes(bytes(content))
+  os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+  # The zip's CRC or the sha256 in stats.json catches it, either way.
+  with pytest.raises(DataError,
+                     match='stats.npz is corrupt|modified after preparation'):
+    data.load_stats(data_dir)
+  assert len(reads) == 2
 
 # ---- a data_dir prepared with other arguments --------------------------------
 

@@ -66,6 +66,10 @@ def _run(model_dir, data_dir, source, *bindings, backend='jax', gin='smoke'):
                         env=env, capture_output=True, text=True, timeout=300)
 
 
+# The tests share the 2-epoch run: one worker, one run (--dist=loadgroup).
+pytestmark = pytest.mark.xdist_group('train_jax')
+
+
 @pytest.fixture(scope='module')
 def jax_run(subset_folder, tmp_path_factory):
   tmp = tmp_path_factory.mktemp('jax')

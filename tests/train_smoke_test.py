@@ -64,6 +64,11 @@ def _train(command, tmp):
   return proc
 
 
+# Every test reads the README's two runs: one worker, one run
+# (--dist=loadgroup).
+pytestmark = pytest.mark.xdist_group('train_smoke')
+
+
 @pytest.fixture(scope='module')
 def smoke_runs(tmp_path_factory):
   """(tmp, {run name: stderr}): the README's NormProp and BN commands."""

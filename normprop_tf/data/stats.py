@@ -255,6 +255,30 @@ def load_stats(data_dir, dataset=None):
   if not fileio.exists(path):
     raise errors.DataError(f'Missing {path}, although stats.json exists. '
                            f'Re-create the dataset: {fix}')
+  # A run reads the statistics once per input pipeline and once more for
+  # the saved model; with ZCA that is a 75 MB file hashed and decoded each
+  # time, so a local file that has not changed is read once per process
+  # (any write or copy over it changes its ctime, which no tool can set).
+  key = None
+  if not fileio.is_remote(path):
+    status = os.stat(path)
+    key = (os.path.abspath(path), status.st_ino, status.st_size,
+           status.st_mtime_ns, status.st_ctime_ns, info['fingerprint'],
+           info.get(manifest.STATS_NPZ_SHA256))
+  arrays = _CACHE.get(key) if key else None
+  if arrays is None:
+    arrays = _read_npz(path, info, fix)
+    if key:
+      _CACHE.clear()  # One data_dir at a time: the ZCA matrix is large.
+      _CACHE[key] = arrays
+  return Stats(info=info, arrays=dict(arrays))
+
+
+_CACHE = {}
+
+
+def _read_npz(path, info, fix):
+  """stats.npz's arrays, read-only, after every check against `info`."""
   try:
     with fileio.open_file(path, 'rb') as f:
       content = f.read()
@@ -266,10 +290,11 @@ def load_stats(data_dir, dataset=None):
   stored = str(arrays.pop('fingerprint', ''))
   if stored != info['fingerprint']:
     raise errors.DataError(
-        f'Statistics fingerprint mismatch in {data_dir}: {path} was computed '
-        f'for shards with fingerprint {stored[:12] or "<none>"}, but '
-        f'stats.json describes shards with fingerprint '
-        f'{info["fingerprint"][:12]}. The files come from different runs. '
+        f'Statistics fingerprint mismatch in {os.path.dirname(path)}: {path} '
+        f'was computed for shards with fingerprint '
+        f'{stored[:12] or "<none>"}, but stats.json describes shards with '
+        f'fingerprint {info["fingerprint"][:12]}. The files come from '
+        f'different runs. '
         f'Re-create the dataset: {fix}')
   stored_sha = info.get(manifest.STATS_NPZ_SHA256)
   if stored_sha is None:
@@ -282,7 +307,9 @@ def load_stats(data_dir, dataset=None):
         f'{manifest.STATS_NPZ_SHA256} in stats.json). Re-create the '
         f'dataset: {fix}')
   _check_arrays(arrays, path, fix)
-  return Stats(info=info, arrays=arrays)
+  for array in arrays.values():
+    array.flags.writeable = False  # Shared by every caller in the process.
+  return arrays
 
 
 def _check_arrays(arrays, path, fix):
