@@ -109,17 +109,18 @@ def test_a_tar_cut_at_a_file_boundary_is_refused(subset_members, tmp_path,
 
 def test_a_huge_non_image_member_is_skipped_unread(subset_members, tmp_path):
   members = dict(subset_members)
-  # 64 MB of zeros: over the 40 MB bound below, so holding it would fail,
-  # and small enough that tarfile's stream skipping (which re-slices its
-  # buffer, slow on data that compresses 1000:1) stays ~2 s.
-  members['README.bin'] = bytes(64 * 2**20)
+  # 48 MB, over the 40 MB bound below, so holding it would fail. Random
+  # bytes, because tarfile skips a member of a .tar.gz by decompressing it
+  # into a buffer it re-slices per 10 KB read: zeros (1000:1) make that
+  # quadratic (seconds, tens of seconds on a busy machine), random bytes not.
+  members['README.bin'] = np.random.default_rng(0).bytes(48 * 2**20)
   archive = _tar(tmp_path / 'padded.tar.gz', members)
   tracemalloc.start()
   files = class_folders.read_archive(archive)
   peak = tracemalloc.get_traced_memory()[1]
   tracemalloc.stop()
   assert 'README.bin' not in files and len(files) == len(subset_members)
-  assert peak < 40 * 2**20, peak  # The images are ~1 MB; 64 MB never held.
+  assert peak < 40 * 2**20, peak  # The images are ~1 MB; 48 MB never held.
 
 
 # ---- statistics -------------------------------------------------------------
