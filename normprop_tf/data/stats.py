@@ -243,7 +243,9 @@ def load_stats(data_dir, dataset=None):
     dataset: optional expected dataset name ('cifar10', ...).
 
   Returns:
-    A `Stats`.
+    A `Stats`. Its arrays are read-only: an unchanged local stats.npz is
+    read and checked once per process, and every call shares the arrays
+    (copy one to modify it).
 
   Raises:
     DataError: not prepared, stats.npz missing or unreadable, or its
