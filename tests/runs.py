@@ -1,24 +1,32 @@
 """Helpers of the tests that start, signal and inspect real training runs."""
 
 import json
+import os
 import pathlib
 import time
 
+from normprop_tf.training import records
+
 
 def metric_keys(model_dir):
-  """[(step, split, metric)] of metrics.jsonl, in the order written."""
+  """[(step, split, metric)] of a finished run's metrics.jsonl, in order.
+
+  Strict: a line that is not JSON (a half-written one left behind) fails.
+  """
   rows = [json.loads(l) for l in
-          (pathlib.Path(model_dir) / 'metrics.jsonl').read_text().splitlines()]
+          (pathlib.Path(model_dir) / records.METRICS_FILE).read_text()
+          .splitlines()]
   return [(r['step'], r['split'], r['metric']) for r in rows]
 
 
 def wait_for_step(model_dir, step, proc, timeout=240):
   """Returns once `proc` has recorded a train metric at `step` or later."""
-  path = pathlib.Path(model_dir) / 'metrics.jsonl'
+  path = os.path.join(model_dir, records.METRICS_FILE)
   deadline = time.monotonic() + timeout
   while time.monotonic() < deadline and proc.poll() is None:
-    if path.exists() and any(
-        k[1] == 'train' and k[0] >= step for k in metric_keys(model_dir)):
+    # The run may be appending: read_jsonl drops a half-written last line.
+    if any(r['split'] == 'train' and r['step'] >= step
+           for r in records.read_jsonl(path)):
       return
     time.sleep(0.2)
   raise AssertionError(f'step {step} never came ({proc.poll()})')

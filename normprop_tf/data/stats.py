@@ -296,8 +296,7 @@ def _read_npz(path, info, fix):
         f'was computed for shards with fingerprint '
         f'{stored[:12] or "<none>"}, but stats.json describes shards with '
         f'fingerprint {info["fingerprint"][:12]}. The files come from '
-        f'different runs. '
-        f'Re-create the dataset: {fix}')
+        f'different runs. Re-create the dataset: {fix}')
   stored_sha = info.get(manifest.STATS_NPZ_SHA256)
   if stored_sha is None:
     raise errors.DataError(
