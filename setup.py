@@ -42,6 +42,9 @@ setuptools.setup(
     install_requires=[
         'keras>=3.15,<3.16',
         'numpy>=1.26,<3',
+        # Keras, TensorFlow and JAX all import ml_dtypes at start-up; 0.7.0
+        # takes ~0.8 s to import where 0.6.0 takes 0.01 s (docs/stack.md).
+        'ml_dtypes>=0.5.1,<0.7',
     ],
     extras_require={
         'tf': TF,

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from normprop_tf import diagnostics
 from normprop_tf import models
+from normprop_tf import tags
 from normprop_tf.training import artifacts
 from normprop_tf.training import builders
 from normprop_tf.training import config as cfg
@@ -81,6 +82,38 @@ def test_event_writers_describe_scalars_and_show_error_in_percent(tmp_path):
   # The records' split 'probe' is shown in the train run.
   assert not (tmp_path / 'probe').exists()
   assert read('train').Tensors('ics/conv1/gap_std')[0].step == 3
+
+
+def test_histograms_are_the_events_tf_summary_histogram_writes(tmp_path):
+  """One raw write of NumPy-bucketed protos: bitwise TF's own histograms."""
+  rng = np.random.default_rng(0)
+  values = {'stats/conv1/output': rng.standard_normal(4096).astype(np.float32),
+            'weights/conv1/kernel_norm': rng.random(96),
+            'weights/conv1/scale': np.full(8, 1.21, np.float32),  # One value.
+            'stats/conv2/output': np.zeros(0, np.float32)}
+  events = summaries.EventWriters(str(tmp_path / 'ours'))
+  for step in (0, 10):
+    events.histograms('probe', step, values)
+  events.close()
+  with tf.summary.create_file_writer(str(tmp_path / 'tf')).as_default():
+    for step in (0, 10):
+      for tag, value in values.items():
+        tf.summary.histogram(tag, value, step=step,
+                             description=tags.describe(tag))
+  ours, theirs = _events(tmp_path / 'ours' / 'train'), _events(tmp_path / 'tf')
+  assert sorted(ours.Tags()['tensors']) == sorted(values)
+  for tag in values:
+    assert [e.step for e in ours.Tensors(tag)] == [0, 10]
+    for a, b in zip(ours.Tensors(tag), theirs.Tensors(tag)):
+      assert a.tensor_proto == b.tensor_proto, tag
+    assert ours.SummaryMetadata(tag) == theirs.SummaryMetadata(tag), tag
+
+
+def _events(path):
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  acc = event_accumulator.EventAccumulator(str(path), {'tensors': 0})
+  acc.Reload()
+  return acc
 
 
 def test_step_decay_boundaries_are_fractions_of_training():
