@@ -11,11 +11,16 @@ install `.[tf,fit,test,reports]`.
 
 import setuptools
 
+# Keras, TensorFlow and JAX each import ml_dtypes when a process starts;
+# 0.7.0 takes ~0.8 s to import where 0.6.0 takes 0.01 s (docs/stack.md). The
+# training extras hold it below 0.7; the core leaves it to Keras.
+FAST_START = ['ml_dtypes>=0.5.1,<0.7']
 # What the Keras-only runner (normprop_tf.fit) needs beside the core.
 FIT = [
     'gin-config>=0.5.0,<0.6',
     'absl-py>=2.0,<3',
     'pillow>=10,<14',
+    *FAST_START,
 ]
 TF = [
     'tensorflow>=2.21,<2.22',
@@ -23,6 +28,7 @@ TF = [
     'tensorflow-datasets>=4.9.10,<4.10',
     'gin-config>=0.5.0,<0.6',
     'absl-py>=2.0,<3',
+    *FAST_START,
 ]
 
 setuptools.setup(
@@ -42,9 +48,6 @@ setuptools.setup(
     install_requires=[
         'keras>=3.15,<3.16',
         'numpy>=1.26,<3',
-        # Keras, TensorFlow and JAX all import ml_dtypes at start-up; 0.7.0
-        # takes ~0.8 s to import where 0.6.0 takes 0.01 s (docs/stack.md).
-        'ml_dtypes>=0.5.1,<0.7',
     ],
     extras_require={
         'tf': TF,
