@@ -63,6 +63,11 @@ def post_normalize(u, activation):
   return (activations.keras_fn(activation)(u) - m.mean) / m.std
 
 
+# The keys of the dict `normprop` and `weight_norm` return for
+# `return_intermediates=True`.
+INTERMEDIATES = ('projection', 'preactivation', 'output')
+
+
 def normprop(x, kernel, gamma, beta, linear, activation='relu', divisor=1.0,
              compute_dtype=None, return_intermediates=False, input_shift=0.0,
              center_output=True):
@@ -177,6 +182,15 @@ def same_padding(size, kernel, stride, dilation=1):
   out = -(-size // stride)
   total = max((out - 1) * stride + extent - size, 0)
   return total // 2, total - total // 2
+
+
+def conv_output_size(size, kernel, stride, padding, dilation=1):
+  """One spatial axis of a convolution's output (None stays None)."""
+  if size is None:
+    return None
+  if padding == 'same':
+    return -(-size // stride)
+  return (size - (kernel - 1) * dilation - 1) // stride + 1
 
 
 def weight_norm(x, kernel, g, bias, linear, activation=None,

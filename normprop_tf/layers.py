@@ -93,6 +93,22 @@ class _WeightNormalizedLayer(keras.layers.Layer):
   def call(self, inputs, return_intermediates=False):
     return self._apply(inputs, self._linear(), bool(return_intermediates))
 
+  def compute_output_spec(self, inputs, return_intermediates=False):
+    # From the shape alone: otherwise Keras traces `call` symbolically for
+    # each layer of a functional model, most of the time it takes to build a
+    # NIN (0.5 of 0.6 s at width 0.05 on TensorFlow, measured).
+    self._check_input_shape(inputs.shape)
+    def spec():
+      return keras.KerasTensor(self.compute_output_shape(inputs.shape),
+                               dtype=self.compute_dtype)
+    if return_intermediates:
+      return {key: spec() for key in functional.INTERMEDIATES}
+    return spec()
+
+  def _check_input_shape(self, shape):
+    """Raises what `call` would raise for inputs of this static shape."""
+    del shape  # Nothing beyond the input spec, here.
+
   def _common_config(self):
     return {
         'activation': self.activation,
@@ -142,6 +158,10 @@ class _NormPropMixin:
       return 0.0
     m = activations.moments(self.activation)
     return m.mean / m.std
+
+  def _check_input_shape(self, shape):
+    if self.input_shift and functional.absorbs_shift(shape, self.kernel.shape):
+      self._shift_pad()  # Needs a known height and width under 'same'.
 
   def _apply(self, inputs, linear, return_intermediates):
     shift = self.input_shift
@@ -206,6 +226,9 @@ class _DenseMixin:
   def _kernel_shape(self, in_dim):
     return (in_dim, self.units)
 
+  def compute_output_shape(self, input_shape):
+    return (*input_shape[:-1], self.units)
+
   def _linear(self, shift_padded=False):
     del shift_padded  # A matmul pads nothing.
     return functional.dense
@@ -234,6 +257,12 @@ class _Conv2DMixin:
 
   def _kernel_shape(self, in_dim):
     return (*self.kernel_size, in_dim, self.filters)
+
+  def compute_output_shape(self, input_shape):
+    spatial = (functional.conv_output_size(n, k, s, self.padding, d)
+               for n, k, s, d in zip(input_shape[1:3], self.kernel_size,
+                                     self.strides, self.dilation_rate))
+    return (input_shape[0], *spatial, self.filters)
 
   def _pads_with_zeros(self):
     """Whether 'same' padding adds zeros inside some receptive field."""

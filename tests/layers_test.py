@@ -297,6 +297,44 @@ def test_input_shift_with_same_padding_needs_a_known_size():
     layer(inputs)
 
 
+@pytest.mark.parametrize('policy', ['float32', 'mixed_float16'])
+@pytest.mark.parametrize('make,shape', [
+    (lambda: layers.NormPropDense(5), (None, 7, 3)),
+    (lambda: layers.WeightNormDense(5, activation='relu'), (None, 3)),
+    (lambda: layers.NormPropConv2D(4, 3, padding='valid'), (None, 9, 8, 2)),
+    (lambda: layers.NormPropConv2D(4, 3, strides=2), (None, None, 7, 2)),
+    (lambda: layers.NormPropConv2D(4, (3, 2), strides=(2, 3),
+                                   padding='valid'), (2, 11, 10, 2)),
+    (lambda: layers.NormPropConv2D(4, 3, dilation_rate=2, padding='valid',
+                                   activation=None), (None, 9, 9, 2)),
+    (lambda: layers.WeightNormConv2D(4, 1, strides=2), (None, 5, 5, 2)),
+])
+def test_symbolic_output_spec_is_what_the_layer_computes(make, shape,
+                                                         policy):
+  """The shape-only spec (no symbolic trace) against an eager call."""
+  concrete = tuple(6 if n is None else n for n in shape)
+  x = np.random.default_rng(0).standard_normal(concrete).astype('float32')
+  for intermediates in (False, True):
+    layer = make()
+    layer.dtype_policy = keras.DTypePolicy(policy)
+    spec = layer(keras.Input(batch_shape=shape), return_intermediates=(
+        intermediates))
+    out = layer(x, return_intermediates=intermediates)
+    specs, outs = (spec, out) if intermediates else (
+        {'output': spec}, {'output': out})
+    assert specs.keys() == outs.keys()
+    for key, got in specs.items():
+      want = outs[key]
+      assert got.dtype == want.dtype == layer.compute_dtype, key
+      # Unknown exactly where the input's is; every other size as computed.
+      assert len(got.shape) == len(want.shape) == len(shape), key
+      assert [n is None for n in got.shape[:-1]] == [
+          n is None for n in shape[:-1]], (key, got.shape)
+      assert all(n in (None, m) for n, m in zip(got.shape, want.shape)), (
+          key, got.shape, want.shape)
+      assert got.shape[-1] == want.shape[-1], key
+
+
 def test_bad_input_shapes_raise_value_error():
   with pytest.raises(ValueError, match='found ndim=3'):
     layers.NormPropConv2D(4, 3)(np.zeros((2, 5, 3), 'float32'))
