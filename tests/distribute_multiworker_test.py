@@ -53,6 +53,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tests import runs
 from tests.data_fixtures import fixture_bindings
 
 pytest_plugins = ('tests.data_fixtures',)
@@ -134,8 +135,7 @@ def _run_cluster(command, ports, tmp_path, cwds=None):
 
 def _losses(model_dir):
   out = {}
-  for line in (model_dir / 'metrics.jsonl').read_text().splitlines():
-    r = json.loads(line)
+  for r in runs.metric_rows(model_dir):
     if r['metric'] == 'loss':
       assert (r['split'], r['step']) not in out, r  # Recorded once.
       out[(r['split'], r['step'])] = r['value']

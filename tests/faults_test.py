@@ -199,7 +199,6 @@ def test_truncated_or_non_finite_statistics_are_named(prepared, tmp_path):
     data.load_stats(data_dir)
 
 
-
 def test_statistics_are_read_once_and_a_rewrite_is_still_caught(
     prepared, tmp_path, monkeypatch):
   """load_stats reads an unchanged stats.npz once per process, read-only;
@@ -228,6 +227,7 @@ def test_statistics_are_read_once_and_a_rewrite_is_still_caught(
                      match='stats.npz is corrupt|modified after preparation'):
     data.load_stats(data_dir)
   assert len(reads) == 2
+
 
 # ---- a data_dir prepared with other arguments --------------------------------
 

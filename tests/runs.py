@@ -8,15 +8,19 @@ import time
 from normprop_tf.training import records
 
 
-def metric_keys(model_dir):
-  """[(step, split, metric)] of a finished run's metrics.jsonl, in order.
+def metric_rows(model_dir):
+  """The rows of a finished run's metrics.jsonl, in order.
 
   Strict: a line that is not JSON (a half-written one left behind) fails.
   """
-  rows = [json.loads(l) for l in
+  return [json.loads(l) for l in
           (pathlib.Path(model_dir) / records.METRICS_FILE).read_text()
           .splitlines()]
-  return [(r['step'], r['split'], r['metric']) for r in rows]
+
+
+def metric_keys(model_dir):
+  """[(step, split, metric)] of a finished run's metrics.jsonl, in order."""
+  return [(r['step'], r['split'], r['metric']) for r in metric_rows(model_dir)]
 
 
 def wait_for_step(model_dir, step, proc, timeout=240):

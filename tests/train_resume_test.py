@@ -77,10 +77,8 @@ def _env():
 
 
 def _records(model_dir):
-  rows = [json.loads(l) for l in
-          (model_dir / 'metrics.jsonl').read_text().splitlines()]
-  return {(r['step'], r['split'], r['metric']): r['value'] for r in rows
-          if r['metric'] not in TIMING}
+  return {(r['step'], r['split'], r['metric']): r['value']
+          for r in runs.metric_rows(model_dir) if r['metric'] not in TIMING}
 
 
 def _assert_same_weights(model_dir, reference_dir):

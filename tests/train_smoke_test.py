@@ -33,6 +33,7 @@ from werkzeug import test as werkzeug_test
 from normprop_tf import data
 from normprop_tf import models
 from normprop_tf.utils import console
+from tests import runs
 from tests.data_fixtures import ROOT
 from tests.data_fixtures import TARBALL
 EVAL_SCALARS = {'loss', 'accuracy', 'error'}
@@ -117,8 +118,7 @@ def test_plain_files(smoke_run):
   assert summary['hardware']['cpu_count'] >= 1
   assert summary['hardware']['tensorflow'] == tf.__version__
 
-  rows = [json.loads(l) for l in
-          (model_dir / 'metrics.jsonl').read_text().splitlines()]
+  rows = runs.metric_rows(model_dir)
   assert all(set(r) == {'step', 'epoch', 'split', 'metric', 'value', 'seed',
                         'config'} for r in rows)
   assert {r['config'] for r in rows} == {'smoke'}

@@ -42,6 +42,8 @@ GCN_SCALE = 55.0
 GCN_MIN_DIVISOR = 1e-8
 ZCA_EPSILON = 0.1
 _CHUNK = 2048
+# load_stats' arrays of the last local stats.npz read, by its file identity.
+_CACHE = {}
 
 
 def _flat64(images):
@@ -274,9 +276,6 @@ def load_stats(data_dir, dataset=None):
       _CACHE.clear()  # One data_dir at a time: the ZCA matrix is large.
       _CACHE[key] = arrays
   return Stats(info=info, arrays=dict(arrays))
-
-
-_CACHE = {}
 
 
 def _read_npz(path, info, fix):
